@@ -1,0 +1,70 @@
+"""What mutagen says about audio bytes: is it really this type, and how long is it.
+
+Imported lazily: the cache-hit path of ``speak`` never needs it.
+"""
+
+from __future__ import annotations
+
+import io
+
+from .errors import AudioError
+from .store import MIME_EXT
+
+MIME_ALIASES = {"audio/mp3": "audio/mpeg", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/vnd.wave": "audio/wav"}
+
+
+def normalise_mime(mime: str) -> str:
+    base = mime.split(";", 1)[0].strip().lower()
+    return MIME_ALIASES.get(base, base)
+
+
+def measure_duration(data: bytes, mime: str) -> float:
+    """Seconds of audio in ``data``, which must parse as ``mime``; else AudioError."""
+    mime = normalise_mime(mime)
+    if mime not in MIME_EXT:
+        raise AudioError(f"unsupported audio type {mime!r}")
+    if mime == "audio/webm":
+        return _webm_duration(data)
+    from mutagen import MutagenError  # noqa: PLC0415 - lazy on purpose
+
+    try:
+        info = _parse(data, mime)
+    except (MutagenError, ValueError, EOFError, IndexError, OverflowError, ZeroDivisionError) as exc:
+        raise AudioError(f"not valid {mime} audio: {exc}") from None
+    length = float(getattr(info, "length", 0.0) or 0.0)
+    if not length > 0:
+        raise AudioError(f"not valid {mime} audio: no playable length")
+    return round(length, 3)
+
+
+def _parse(data: bytes, mime: str) -> object:
+    fileobj = io.BytesIO(data)
+    if mime == "audio/mpeg":
+        from mutagen.mp3 import MP3
+
+        if not data[:3] == b"ID3" and not (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+            raise ValueError("no ID3 tag or MPEG frame sync at the start")
+        return MP3(fileobj).info
+    if mime == "audio/wav":
+        from mutagen.wave import WAVE
+
+        return WAVE(fileobj).info
+    from mutagen.oggflac import OggFLAC
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggspeex import OggSpeex
+    from mutagen.oggvorbis import OggVorbis
+
+    for kind in (OggVorbis, OggOpus, OggFLAC, OggSpeex):
+        fileobj.seek(0)
+        try:
+            return kind(fileobj).info
+        except Exception:  # noqa: BLE001 - try the next Ogg codec
+            continue
+    raise ValueError("no Vorbis, Opus, FLAC or Speex stream")
+
+
+def _webm_duration(data: bytes) -> float:
+    """mutagen has no Matroska reader; we check the EBML magic and refuse to guess a length."""
+    if data[:4] != b"\x1a\x45\xdf\xa3":
+        raise AudioError("not valid audio/webm audio: no EBML header")
+    raise AudioError("audio/webm is accepted by name only: its duration cannot be measured here")

@@ -1,0 +1,155 @@
+"""One place that resolves settings.
+
+Highest first: command-line options, environment variables, the nearest
+``narrator.toml`` from the current folder upwards (paths relative to that
+file's folder), the user config file, built-in defaults. Secrets (API keys,
+tokens) are read from the environment and the user config only: a project
+file is committed, so one that holds a secret is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+PROJECT_FILE = "narrator.toml"
+USER_FILE = "config.toml"
+SECRETS = {"api_key", "token", "elevenlabs.api_key"}
+# setting -> (type, environment variable)
+FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
+    "provider": (str, "NARRATOR_PROVIDER"),
+    "voice": (str, "NARRATOR_VOICE"),
+    "model": (str, "NARRATOR_MODEL"),
+    "audio_path": (str, "NARRATOR_AUDIO_PATH"),
+    "concurrency": (int, "NARRATOR_CONCURRENCY"),
+    "server": (str, "NARRATOR_SERVER"),
+    "token": (str, "NARRATOR_TOKEN"),
+    "elevenlabs.api_key": (str, "ELEVENLABS_API_KEY"),
+    "elevenlabs.base_url": (str, "NARRATOR_ELEVENLABS_BASE_URL"),
+    "elevenlabs.output_format": (str, "NARRATOR_ELEVENLABS_OUTPUT_FORMAT"),
+    "elevenlabs.timeout": ((int, float), "NARRATOR_ELEVENLABS_TIMEOUT"),
+    "elevenlabs.retries": (int, "NARRATOR_ELEVENLABS_RETRIES"),
+}
+ALIASES = {"api_key": "elevenlabs.api_key"}
+DEFAULTS: dict[str, object] = {"provider": "espeak", "audio_path": "audio-cache", "concurrency": 4}
+
+
+@dataclass
+class Settings:
+    values: dict[str, object] = field(default_factory=dict)
+    project_file: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)  # audio_path is relative to this
+
+    def get(self, name: str, default: object = None) -> object:
+        return self.values.get(name, default)
+
+    @property
+    def provider(self) -> str:
+        return str(self.values["provider"])
+
+    @property
+    def audio_path(self) -> Path:
+        return (self.base_dir / str(self.values["audio_path"])).resolve()
+
+    def section(self, prefix: str) -> dict[str, object]:
+        """Settings under ``prefix.``, e.g. what a provider is configured with."""
+        return {k.split(".", 1)[1]: v for k, v in self.values.items() if k.startswith(prefix + ".")}
+
+
+def user_config_path() -> Path:
+    if env := os.environ.get("NARRATOR_CONFIG"):
+        return Path(env)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("narrator", appauthor=False)) / USER_FILE
+
+
+def find_project_file(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(options: dict[str, object] | None = None, cwd: Path | None = None) -> Settings:
+    """Settings from every source; ``options`` are the command line's (None means unset)."""
+    cwd = cwd or Path.cwd()
+    values: dict[str, object] = dict(DEFAULTS)
+    base_dir = cwd
+    user = user_config_path()
+    if user.is_file():
+        values.update(read_file(user, allow_secrets=True))
+    project = find_project_file(cwd)
+    if project:
+        values.update(read_file(project, allow_secrets=False))
+        base_dir = project.parent
+    for name, (kind, env) in FIELDS.items():
+        raw = os.environ.get(env) if env else None
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw, kind, env)
+    if options and options.get("audio_path") is not None:
+        base_dir = cwd  # a path typed on the command line is relative to where it was typed
+    for name, value in (options or {}).items():
+        if value is not None:
+            values[name] = value
+    return Settings(values, project, base_dir)
+
+
+def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[ALIASES.get(key, key)] = value
+    for name, value in flat.items():
+        if name not in FIELDS:
+            raise UsageError(f"{path}: unknown setting {name!r}")
+        if name in SECRETS and not allow_secrets:
+            raise UsageError(
+                f"{path}: {name!r} is a secret and does not belong in a project file; "
+                f"use the environment or {user_config_path()}"
+            )
+        kind = FIELDS[name][0]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise UsageError(f"{path}: {name!r} must be {_kind_name(kind)}, got {value!r}")
+    if "concurrency" in flat:
+        _check_concurrency(flat["concurrency"], f"{path}: 'concurrency'")
+    return flat
+
+
+def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> object:
+    if kind is str:
+        return raw
+    try:
+        value: object = int(raw) if kind is int else float(raw)
+    except ValueError:
+        raise UsageError(f"environment variable {env} must be {_kind_name(kind)}, got {raw!r}") from None
+    if name == "concurrency":
+        _check_concurrency(value, env)
+    return value
+
+
+def _check_concurrency(value: object, where: str) -> None:
+    if not isinstance(value, int) or not 1 <= value <= 64:
+        raise UsageError(f"{where} must be a whole number from 1 to 64, got {value!r}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return {str: "a string", int: "a whole number"}.get(kind, "a number")  # type: ignore[call-overload]

@@ -1,0 +1,158 @@
+"""ElevenLabs text-to-speech over its HTTP API.
+
+Retries 429 and 5xx with exponential backoff that honours ``Retry-After``.
+The two kinds of 429 differ: ``too_many_concurrent_requests`` means the batch
+runs more requests than the account allows, so the shared limit drops by one
+before the retry; ``system_busy`` only backs off. Nothing but real audio is
+ever returned: every failure is a ProviderError. The API key is sent as a
+header and never appears in an error message.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import httpx
+
+from ..errors import ProviderAuthError, ProviderError, UsageError
+from . import Synthesis
+
+DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+DEFAULT_FORMAT = "mp3_44100_128"
+FORMAT_MIME = {"mp3": "audio/mpeg", "pcm": "audio/wav", "wav": "audio/wav", "opus": "audio/ogg"}
+
+
+class ConcurrencyLimit:
+    """A semaphore whose size can shrink while in use (never below one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._active = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._active < self.limit)
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def lower(self) -> None:
+        with self._cond:
+            self.limit = max(1, min(self.limit, self._active) - 1)
+
+
+class ElevenLabsProvider:
+    name = "elevenlabs"
+
+    def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, output_format: str = DEFAULT_FORMAT,
+                 timeout: float = 60.0, retries: int = 4, backoff: float = 1.0, concurrency: int = 8) -> None:
+        if not api_key:
+            raise UsageError(
+                "the elevenlabs provider needs an API key: set ELEVENLABS_API_KEY "
+                "or api_key in your user config (never in narrator.toml)"
+            )
+        codec = output_format.split("_", 1)[0]
+        if codec not in FORMAT_MIME or codec in ("pcm", "wav"):
+            raise UsageError(f"unsupported ElevenLabs output_format {output_format!r} (use an mp3_* or opus_* format)")
+        self.mime = FORMAT_MIME[codec]
+        self.output_format = output_format
+        self.retries = retries
+        self.backoff = backoff
+        self.limit = ConcurrencyLimit(concurrency)
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"xi-api-key": api_key, "accept": self.mime},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max(concurrency, 1) + 2),
+        )
+
+    def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis:
+        path = f"/v1/text-to-speech/{_segment(voice_id)}"
+        body = {"text": text, "model_id": model_id}
+        for attempt in range(self.retries + 1):
+            with self.limit:
+                try:
+                    resp = self.client.post(path, params={"output_format": self.output_format}, json=body)
+                except httpx.TimeoutException:
+                    failure, wait = "timed out", None
+                except httpx.TransportError as exc:
+                    failure, wait = f"could not connect ({type(exc).__name__})", None
+                else:
+                    if resp.status_code == 200:
+                        return self._audio(resp)
+                    failure, wait = self._failure(resp)
+            if attempt == self.retries:
+                break
+            delay = wait if wait is not None else self.backoff * (2**attempt) * (0.5 + random.random() / 2)
+            time.sleep(min(delay, 60.0))
+        raise ProviderError(f"ElevenLabs failed after {self.retries + 1} attempts: {failure}")
+
+    def _audio(self, resp: httpx.Response) -> Synthesis:
+        if not resp.content:
+            raise ProviderError("ElevenLabs returned an empty response")
+        extra: dict = {}
+        if rid := resp.headers.get("request-id"):
+            extra["requestId"] = rid
+        cost = resp.headers.get("character-cost")
+        if cost and cost.isdigit():
+            extra["characterCost"] = int(cost)
+        return Synthesis(resp.content, self.mime, extra)
+
+    def _failure(self, resp: httpx.Response) -> tuple[str, float | None]:
+        """A retryable failure as (message, seconds to wait); raises for final ones."""
+        status, detail = _detail(resp)
+        code = resp.status_code
+        if code == 401:
+            raise ProviderAuthError(f"ElevenLabs rejected the API key (401){': ' + detail if detail else ''}")
+        if code == 429 or code >= 500:
+            if status == "too_many_concurrent_requests":
+                self.limit.lower()
+            return f"HTTP {code}{' ' + status if status else ''}{': ' + detail if detail else ''}", _retry_after(resp)
+        raise ProviderError(f"ElevenLabs refused the request ({code}){': ' + detail if detail else ''}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _segment(voice_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(voice_id, safe="")
+
+
+def _detail(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        return "", resp.reason_phrase
+    if isinstance(detail, dict):
+        return str(detail.get("status", "")), str(detail.get("message", ""))[:200]
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        return "", str(detail[0].get("msg", ""))[:200]
+    return "", str(detail or "")[:200]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def create(settings: dict) -> ElevenLabsProvider:
+    return ElevenLabsProvider(
+        api_key=settings.get("api_key", ""),
+        base_url=settings.get("base_url") or DEFAULT_BASE_URL,
+        output_format=settings.get("output_format") or DEFAULT_FORMAT,
+        timeout=float(settings.get("timeout", 60.0)),
+        retries=int(settings.get("retries", 4)),
+        backoff=float(settings.get("backoff", 1.0)),
+        concurrency=int(settings.get("concurrency", 8)),
+    )

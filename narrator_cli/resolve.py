@@ -1,0 +1,169 @@
+"""Turning lines of narration into cached audio: seen-in-this-run -> local store -> provider.
+
+A batch generates each key at most once, runs at most ``concurrency`` provider
+calls at a time, and keeps whatever it generated when some lines fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import NarratorError, ProviderAuthError, UsageError
+from .keys import cache_key
+from .store import Entry, Store
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    voice_id: str
+    model_id: str
+    key: str
+
+
+@dataclass
+class Result:
+    line: Line
+    status: str  # cached | generated | failed
+    entry: Entry | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self, provider: str) -> dict:
+        d: dict = {
+            "cacheKey": self.line.key,
+            "text": self.line.text,
+            "voiceId": self.line.voice_id,
+            "modelId": self.line.model_id,
+            "provider": provider,
+            "status": self.status,
+        }
+        if self.entry:
+            d.update(duration=self.entry.duration, path=str(self.entry.path),
+                     mimeType=self.entry.meta.get("mimeType"), fileSize=self.entry.size)
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def check_text(text: str) -> str:
+    if not text.strip():
+        raise UsageError("empty narration: give some text to speak")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("narration text is not valid Unicode (lone surrogate)") from None
+    return text
+
+
+def plan(texts: list[str], voice_id: str, model_id: str) -> list[Line]:
+    if not texts:
+        raise UsageError("nothing to speak: give TEXT or --file")
+    return [Line(t, voice_id, model_id, cache_key(t, voice_id, model_id)) for t in map(check_text, texts)]
+
+
+def lookup(store: Store, line: Line) -> tuple[Entry | None, str | None]:
+    """A usable cached entry for ``line``, or None with a warning when its key holds another line."""
+    entry = store.get(line.key)
+    if entry is None:
+        return None, None
+    if not entry.holds(line.text, line.voice_id, line.model_id):
+        other = str(entry.meta.get("text", ""))[:40]
+        return None, f"key {line.key} holds another line ({other!r}); regenerating"
+    return entry, None
+
+
+def resolve(
+    store: Store,
+    lines: list[Line],
+    provider_name: str,
+    make_provider: Callable[[], object],
+    concurrency: int = 4,
+    force: bool = False,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Results in the order of ``lines``; ``on_result`` is called as each completes."""
+    results: list[Result | None] = [None] * len(lines)
+    first: dict[str, int] = {}  # key -> index of the line that owns it in this run
+    todo: list[int] = []
+    notify = on_result or (lambda r: None)
+    for i, line in enumerate(lines):
+        if line.key in first:
+            continue
+        first[line.key] = i
+        entry, warning = (None, None) if force else lookup(store, line)
+        if entry is not None:
+            store.touch(entry)
+            results[i] = Result(line, "cached", entry)
+            notify(results[i])
+        else:
+            todo.append(i)
+            if warning:
+                results[i] = Result(line, "pending", warnings=[warning])
+    if todo:
+        _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify)
+    for i, line in enumerate(lines):
+        if results[i] is None:
+            owner = results[first[line.key]]
+            assert owner is not None
+            if owner.line.text == line.text and owner.line.voice_id == line.voice_id:
+                results[i] = Result(line, "cached" if owner.entry else "failed", owner.entry, owner.error)
+            else:
+                results[i] = Result(line, "failed", error=f"key {line.key} is taken by another line in this batch")
+            notify(results[i])
+    return [r for r in results if r is not None]
+
+
+def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Result | None],
+              provider_name: str, make_provider: Callable[[], object], concurrency: int,
+              notify: Callable[[Result], None]) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from .audio import measure_duration
+
+    provider = make_provider()  # UsageError (no API key, ...) stops the run before any call
+
+    def one(i: int) -> Result:
+        line = lines[i]
+        warnings = results[i].warnings if results[i] else []
+        try:
+            synth = provider.synthesize(line.text, line.voice_id, line.model_id)  # type: ignore[attr-defined]
+            duration = measure_duration(synth.audio, synth.mime)
+            meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
+                    "provider": provider_name, **synth.extra}
+            entry = store.put(line.key, synth.audio, synth.mime, duration, meta)
+        except (UsageError, ProviderAuthError):
+            raise
+        except NarratorError as exc:
+            return Result(line, "failed", error=str(exc), warnings=warnings)
+        except OSError as exc:
+            return Result(line, "failed", error=f"cannot write to the cache: {exc.strerror or exc}", warnings=warnings)
+        return Result(line, "generated", entry, warnings=warnings)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            pending = {pool.submit(one, i): i for i in todo}
+            fatal: NarratorError | None = None
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    try:
+                        results[i] = fut.result()
+                    except NarratorError as exc:
+                        fatal = fatal or exc
+                        results[i] = Result(lines[i], "failed", error=str(exc))
+                    notify(results[i])  # type: ignore[arg-type]
+                    if fatal:
+                        for other in pending:
+                            other.cancel()
+                for fut in [f for f in pending if f.cancelled()]:
+                    i = pending.pop(fut)
+                    results[i] = Result(lines[i], "failed", error="skipped after an earlier fatal error")
+                    notify(results[i])
+            if fatal:
+                raise fatal
+    finally:
+        provider.close()  # type: ignore[attr-defined]
+

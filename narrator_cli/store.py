@@ -1,0 +1,285 @@
+"""The audio-cache folder: the only module that knows its layout.
+
+Layout (shared with motion-canvas-narrator): ``{key}.{ext}`` next to
+``{key}.meta.json``. An entry is visible only when its metadata parses, names
+an audio file of the right shape that exists, and the sizes agree: so a reader
+never sees a half-written entry, only a complete one or none.
+
+Writes go to a uniquely named temporary file in the same folder, are fsynced
+and then renamed. The commit (the two renames) holds an exclusive ``flock`` on
+the folder itself, so concurrent writers of one key end with one consistent
+entry, and a process killed at any instant leaves at worst an orphan that
+readers ignore and ``cleanup`` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+from .keys import is_key
+
+MIME_EXT = {"audio/mpeg": "mp3", "audio/wav": "wav", "audio/ogg": "ogg", "audio/webm": "webm"}
+META_SUFFIX = ".meta.json"
+TMP_SUFFIX = ".tmp"
+STRAY_TMP_AGE = 600.0  # a temporary file this old belongs to no live writer
+SERVER_FIELDS = ("cacheKey", "fileName", "fileSize", "mimeType", "duration", "createdAt")
+_AUDIO_RE = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
+_META_RE = re.compile(r"([0-9a-f]{8})\.meta\.json")
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    meta: dict
+    path: Path
+    mtime: float = 0.0  # last use: the audio file's mtime, refreshed on every hit
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["fileSize"])
+
+    @property
+    def duration(self) -> float:
+        return float(self.meta.get("duration") or 0.0)
+
+    def holds(self, text: str, voice_id: str, model_id: str) -> bool:
+        """False when the entry records another line under this key (keys collide).
+
+        Entries written by the Motion Canvas plugin record no text; they are
+        trusted on voice and model, as that plugin trusts them.
+        """
+        m = self.meta
+        return (
+            m.get("text", text) == text
+            and m.get("voiceId", voice_id) == voice_id
+            and m.get("modelId", model_id) == model_id
+        )
+
+
+@dataclass
+class Scan:
+    """One pass over the folder: complete entries and everything broken."""
+
+    entries: list[Entry] = field(default_factory=list)
+    broken: list[Path] = field(default_factory=list)  # parts of no complete entry
+    temporary: list[Path] = field(default_factory=list)  # stray temporary files
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def check_key(key: str) -> str:
+    if not is_key(key):
+        raise UsageError(f"invalid cache key {key!r}: expected 8 lowercase hex characters")
+    return key
+
+
+class Store:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # --- names -------------------------------------------------------------
+    def meta_path(self, key: str) -> Path:
+        return self.root / f"{check_key(key)}{META_SUFFIX}"
+
+    def audio_path(self, key: str, mime: str) -> Path:
+        ext = MIME_EXT.get(mime)
+        if ext is None:
+            raise UsageError(f"unsupported audio type {mime!r}")
+        return self.root / f"{check_key(key)}.{ext}"
+
+    # --- reading -----------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        """The complete entry for ``key``, or None (absent, or broken: a miss, never a crash)."""
+        try:
+            raw = self.meta_path(key).read_bytes()
+            st_path, meta = _entry_files(self.root, key, raw)
+            st = os.stat(st_path)
+        except (OSError, ValueError):
+            return None
+        if st.st_size != meta["fileSize"]:
+            return None
+        return Entry(key, meta, st_path, st.st_mtime)
+
+    def read_audio(self, entry: Entry) -> bytes | None:
+        """The audio bytes if they still match the recorded hash (when there is one)."""
+        try:
+            data = entry.path.read_bytes()
+        except OSError:
+            return None
+        import hashlib
+
+        digest = entry.meta.get("sha256")
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            return None
+        return data
+
+    def touch(self, entry: Entry) -> None:
+        """Mark a use, for least-recently-used eviction."""
+        with contextlib.suppress(OSError):
+            os.utime(entry.path)
+
+    def scan(self) -> Scan:
+        """Every entry and every broken part, from one directory listing."""
+        result = Scan()
+        try:
+            listing = {e.name: e for e in os.scandir(self.root) if e.is_file(follow_symlinks=False)}
+        except FileNotFoundError:
+            return result
+        claimed: set[str] = set()
+        cutoff = time.time() - STRAY_TMP_AGE
+        for name, dirent in listing.items():
+            if name.endswith(TMP_SUFFIX) and name.startswith("."):
+                with contextlib.suppress(OSError):
+                    if dirent.stat().st_mtime < cutoff:
+                        result.temporary.append(Path(dirent.path))
+                continue
+            m = _META_RE.fullmatch(name)
+            if not m:
+                continue
+            key = m.group(1)
+            try:
+                with open(dirent.path, "rb") as fh:
+                    path, meta = _entry_files(self.root, key, fh.read())
+                audio = listing.get(path.name)
+                if audio is None:
+                    raise ValueError("no audio")
+                st = audio.stat()
+                if st.st_size != meta["fileSize"]:
+                    raise ValueError("size mismatch")
+            except (OSError, ValueError):
+                result.broken.append(Path(dirent.path))
+                continue
+            claimed.add(path.name)
+            result.entries.append(Entry(key, meta, path, st.st_mtime))
+        for name in listing:
+            if _AUDIO_RE.fullmatch(name) and name not in claimed:
+                result.broken.append(self.root / name)
+        return result
+
+    # --- writing -----------------------------------------------------------
+    def put(self, key: str, audio: bytes, mime: str, duration: float, meta: dict | None = None) -> Entry:
+        """Store ``audio`` as the entry for ``key``, atomically; returns the entry.
+
+        ``meta`` adds fields (text, voiceId, provider, ...); it can never
+        overwrite the fields this store owns.
+        """
+        import hashlib
+
+        audio_path = self.audio_path(key, mime)
+        record = dict(meta or {})
+        for name in SERVER_FIELDS:
+            record.pop(name, None)
+        record = {
+            "cacheKey": key,
+            "duration": duration,
+            "mimeType": mime,
+            "fileSize": len(audio),
+            "fileName": audio_path.name,
+            "createdAt": now_iso(),
+            **record,
+            "sha256": hashlib.sha256(audio).hexdigest(),
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        audio_tmp = self._write_tmp(key, audio)
+        try:
+            meta_tmp = self._write_tmp(key, json.dumps(record, indent=2, ensure_ascii=False).encode())
+        except BaseException:
+            _unlink(audio_tmp)
+            raise
+        meta_path = self.meta_path(key)
+        with self.locked():
+            _unlink(meta_path)  # the entry vanishes before its audio changes
+            os.replace(audio_tmp, audio_path)
+            os.replace(meta_tmp, meta_path)
+            for ext in MIME_EXT.values():
+                if ext != audio_path.suffix[1:]:
+                    _unlink(self.root / f"{key}.{ext}")
+            _fsync_dir(self.root)
+        st = os.stat(audio_path)
+        return Entry(key, record, audio_path, st.st_mtime)
+
+    def remove(self, paths: list[Path]) -> int:
+        """Delete entry parts (metadata first); returns bytes freed. Hold ``locked()``."""
+        freed = 0
+        for path in paths:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+            freed += size
+        return freed
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock on the cache folder for the few syscalls of a commit."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: renames are still atomic, commits just not serialised
+            yield
+            return
+        try:
+            fd = os.open(self.root, os.O_RDONLY)
+        except FileNotFoundError:  # nothing to protect yet
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_tmp(self, key: str, data: bytes) -> Path:
+        tmp = self.root / f".{key}.{os.getpid()}.{os.urandom(4).hex()}{TMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+
+def _entry_files(root: Path, key: str, raw: bytes) -> tuple[Path, dict]:
+    """Validate metadata bytes; the audio path they point at, never outside ``root``."""
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not an object")
+    name = meta.get("fileName")
+    m = _AUDIO_RE.fullmatch(name) if isinstance(name, str) else None
+    if not m or m.group(1) != key or meta.get("cacheKey", key) != key:
+        raise ValueError("metadata names another file")
+    size = meta.get("fileSize")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError("bad fileSize")
+    return root / name, meta
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

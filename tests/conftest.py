@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # audio_fixtures, fakes
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test runs in its own folder, with no user config and no NARRATOR_* settings of the host."""
+    for name in list(os.environ):
+        if name.startswith("NARRATOR_") or name == "ELEVENLABS_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NARRATOR_CONFIG", str(tmp_path / "user-config.toml"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
