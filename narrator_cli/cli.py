@@ -289,4 +289,8 @@ def main() -> None:
         sys.exit(70)
 
 
-app = build_app()  # every command: for tests and documentation
+def __getattr__(name: str) -> typer.Typer:
+    """``app``, with every command, for tests and documentation (not built on the hot path)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)

@@ -10,7 +10,7 @@ file is committed, so one that holds a secret is refused.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 
 from .errors import UsageError
@@ -37,11 +37,11 @@ ALIASES = {"api_key": "elevenlabs.api_key"}
 DEFAULTS: dict[str, object] = {"provider": "espeak", "audio_path": "audio-cache", "concurrency": 4}
 
 
-@dataclass
 class Settings:
-    values: dict[str, object] = field(default_factory=dict)
-    project_file: Path | None = None
-    base_dir: Path = field(default_factory=Path.cwd)  # audio_path is relative to this
+    def __init__(self, values: dict[str, object], project_file: Path | None, base_dir: Path) -> None:
+        self.values = values
+        self.project_file = project_file
+        self.base_dir = base_dir  # audio_path is relative to this
 
     def get(self, name: str, default: object = None) -> object:
         return self.values.get(name, default)
@@ -62,6 +62,9 @@ class Settings:
 def user_config_path() -> Path:
     if env := os.environ.get("NARRATOR_CONFIG"):
         return Path(env)
+    if sys.platform == "linux":  # what platformdirs answers there, without its 3 ms import on every call
+        xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+        return Path(xdg if xdg else os.path.expanduser("~/.config")) / "narrator" / USER_FILE
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("narrator", appauthor=False)) / USER_FILE

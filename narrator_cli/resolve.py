@@ -7,28 +7,26 @@ calls at a time, and keeps whatever it generated when some lines fail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import NarratorError, ProviderAuthError, UsageError
 from .keys import cache_key
 from .store import Entry, Store
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     text: str
     voice_id: str
     model_id: str
     key: str
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
     line: Line
     status: str  # cached | generated | failed
     entry: Entry | None = None
     error: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self, provider: str) -> dict:
         d: dict = {
@@ -100,7 +98,7 @@ def resolve(
         else:
             todo.append(i)
             if warning:
-                results[i] = Result(line, "pending", warnings=[warning])
+                results[i] = Result(line, "pending", warnings=(warning,))
     if todo:
         _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify)
     for i, line in enumerate(lines):
@@ -126,7 +124,7 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
 
     def one(i: int) -> Result:
         line = lines[i]
-        warnings = results[i].warnings if results[i] else []
+        warnings = results[i].warnings if results[i] else ()
         try:
             synth = provider.synthesize(line.text, line.voice_id, line.model_id)  # type: ignore[attr-defined]
             duration = measure_duration(synth.audio, synth.mime)

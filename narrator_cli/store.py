@@ -21,8 +21,8 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import UsageError
 from .keys import is_key
@@ -36,8 +36,7 @@ _AUDIO_RE = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
 _META_RE = re.compile(r"([0-9a-f]{8})\.meta\.json")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: str
     meta: dict
     path: Path
@@ -65,13 +64,12 @@ class Entry:
         )
 
 
-@dataclass
-class Scan:
+class Scan(NamedTuple):
     """One pass over the folder: complete entries and everything broken."""
 
-    entries: list[Entry] = field(default_factory=list)
-    broken: list[Path] = field(default_factory=list)  # parts of no complete entry
-    temporary: list[Path] = field(default_factory=list)  # stray temporary files
+    entries: list[Entry]
+    broken: list[Path]  # parts of no complete entry
+    temporary: list[Path]  # stray temporary files
 
 
 def now_iso() -> str:
@@ -131,7 +129,7 @@ class Store:
 
     def scan(self) -> Scan:
         """Every entry and every broken part, from one directory listing."""
-        result = Scan()
+        result = Scan([], [], [])
         try:
             listing = {e.name: e for e in os.scandir(self.root) if e.is_file(follow_symlinks=False)}
         except FileNotFoundError:

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -236,3 +237,17 @@ def test_init_writes_commented_config_without_secrets(tmp_path):
 
 def test_version():
     assert run("--version").stdout.startswith("narrator ")
+
+
+@pytest.mark.parametrize("xdg", [None, "", "/tmp/some-xdg-config"])
+def test_user_config_path_agrees_with_platformdirs(monkeypatch, xdg):
+    from platformdirs import user_config_dir
+
+    from narrator_cli.config import user_config_path
+
+    monkeypatch.delenv("NARRATOR_CONFIG")
+    if xdg is None:
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+    assert user_config_path() == Path(user_config_dir("narrator", appauthor=False)) / "config.toml"

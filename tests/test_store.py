@@ -125,9 +125,12 @@ WRITER = textwrap.dedent(
     from narrator_cli.store import Store
     store = Store(sys.argv[1])
     keys = sys.argv[2].split(",")
+    count = int(sys.argv[3])  # 0: until killed
     i = 0
     print("ready", flush=True)
-    while True:
+    if count:
+        sys.stdin.readline()  # start together with the other writers
+    while count == 0 or i < count:
         data = os.urandom(50_000 + (i * 7919) % 400_000)
         store.put(keys[i % len(keys)], data, "audio/wav", 1.0, {{"text": str(i), "writer": os.getpid()}})
         i += 1
@@ -135,9 +138,10 @@ WRITER = textwrap.dedent(
 )
 
 
-def start_writer(root: Path, keys: list[str]) -> subprocess.Popen:
+def start_writer(root: Path, keys: list[str], count: int = 0) -> subprocess.Popen:
     code = WRITER.format(tests=str(Path(__file__).parent))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(root), ",".join(keys)], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root), ",".join(keys), str(count)],
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     assert proc.stdout.readline() == b"ready\n"
     return proc
 
@@ -177,18 +181,22 @@ def test_sigkill_at_any_moment_never_leaves_a_broken_visible_entry(tmp_path):
 
 def test_concurrent_writers_of_one_key_end_consistent(tmp_path):
     store = Store(tmp_path)
-    procs = [start_writer(tmp_path, ["0000abcd"]) for _ in range(4)]
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    procs = [start_writer(tmp_path, ["0000abcd"], count=60) for _ in range(4)]
+    for p in procs:
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    commits = 0
+    deadline = time.monotonic() + 30
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         entry = store.get("0000abcd")
         assert len(store.scan().entries) <= 1
+        commits += entry is not None
         if entry is not None:  # a commit may land between reading the metadata and the audio: a miss, never wrong bytes
             data = store.read_audio(entry)
             assert data is None or hashlib.sha256(data).hexdigest() == entry.meta["sha256"]
         time.sleep(0.01)
-    for p in procs:
-        p.terminate()
-        p.wait()
+    assert [p.wait(timeout=30) for p in procs] == [0, 0, 0, 0]
+    assert commits > 0  # the readers really ran while the writers did
     assert assert_consistent(store) == 1
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tmp")) == [
         "0000abcd.meta.json", "0000abcd.wav"]

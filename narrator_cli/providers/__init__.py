@@ -7,8 +7,7 @@ cache-hit path never loads httpx or ctypes.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import UsageError
 
@@ -20,11 +19,10 @@ DEFAULTS = {  # provider -> (default voice, default model): key parameters witho
 }
 
 
-@dataclass
-class Synthesis:
+class Synthesis(NamedTuple):
     audio: bytes
     mime: str
-    extra: dict = field(default_factory=dict)  # request id, characters billed, ...
+    extra: dict = {}  # request id, characters billed, ...; never mutated
 
 
 class Provider(Protocol):
