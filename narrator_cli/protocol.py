@@ -1,0 +1,286 @@
+"""The narrator events: names, payload checks, and handlers over the store. No sockets here.
+
+Messages use Vite's HMR framing, so one client works against a Vite dev server
+running the Motion Canvas narrator plugin and against ``narrator serve``:
+``{"type": "custom", "event": NAME, "data": {...}}`` both ways, and
+``{"type": "connected"}`` from the server first.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .keys import is_key
+from .store import MIME_EXT, Entry, Store
+
+SUBPROTOCOL = "vite-hmr"
+AUDIO_PREFIX = "/__narrator-audio/"
+CONNECTED = '{"type":"connected"}'
+
+CHECK_AVAILABLE = "narrator:check-available"
+AVAILABLE = "narrator:available"
+CHECK_AUDIO = "narrator:check-audio"
+AUDIO_EXISTS = "narrator:audio-exists"
+AUDIO_NOT_FOUND = "narrator:audio-not-found"
+UPLOAD_AUDIO = "narrator:upload-audio"
+UPLOAD_SUCCESS = "narrator:upload-success"
+UPLOAD_ERROR = "narrator:upload-error"
+ERROR = "narrator:error"  # ours: an unknown event or a message we cannot read
+
+DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg")
+B64_CHUNK = 1 << 22  # base64 characters decoded per step, so an upload never holds the event loop for long
+
+
+class BadMessage(Exception):
+    """A message we answer with an error reply; the connection stays open."""
+
+    def __init__(self, message: str, cache_key: str | None = None, event: str = ERROR) -> None:
+        super().__init__(message)
+        self.cache_key = cache_key
+        self.event = event
+
+    def reply(self) -> str:
+        data: dict[str, Any] = {"error": str(self)}
+        if self.cache_key is not None:
+            data["cacheKey"] = self.cache_key
+        return encode(self.event, data)
+
+
+def encode(event: str, data: dict) -> str:
+    return json.dumps({"type": "custom", "event": event, "data": data}, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(message: str | bytes | bytearray) -> tuple[str, dict]:
+    """(event, data) of a client message; BadMessage for anything else.
+
+    An upload is mostly one huge base64 string, and ``json.loads`` holds the
+    interpreter for ~0.2 s on 60 MB. So a large message has its data URL cut
+    out first (base64 needs no JSON unescaping), the small rest is parsed, and
+    the URL comes back as a zero-copy memoryview in ``data["data"]``.
+    """
+    if len(message) > SPLICE_OVER and not isinstance(message, str):
+        spliced = _splice(message)
+        if spliced is not None:
+            return spliced
+    try:
+        obj = json.loads(message)
+    except (ValueError, RecursionError):
+        raise BadMessage("invalid JSON") from None
+    return _custom(obj)
+
+
+def _splice(message: bytes | bytearray) -> tuple[str, dict] | None:
+    start = message.find(b'"data:')
+    end = message.find(b'"', start + 1) if start >= 0 else -1
+    if end < 0 or message.find(b"\\", start, end) >= 0:
+        return None
+    view = memoryview(message)
+    try:
+        obj = json.loads(bytes(view[:start]) + _HOLE + bytes(view[end + 1:]))
+    except (ValueError, RecursionError):
+        raise BadMessage("invalid JSON") from None
+    event, data = _custom(obj)
+    if data.get("data") != _HOLE_TEXT:
+        return None  # the URL was somewhere else: parse the plain way
+    data["data"] = view[start + 1:end]
+    return event, data
+
+
+SPLICE_OVER = 1 << 20
+_HOLE_TEXT = "\x00narrator-data-url"
+_HOLE = json.dumps(_HOLE_TEXT).encode()
+
+
+def _custom(obj: object) -> tuple[str, dict]:
+    if not isinstance(obj, dict) or obj.get("type") != "custom" or not isinstance(obj.get("event"), str):
+        raise BadMessage('expected {"type": "custom", "event": ..., "data": {...}}')
+    data = obj.get("data", {})
+    if not isinstance(data, dict):
+        raise BadMessage("data must be an object")
+    return obj["event"], data
+
+
+def file_path(entry: Entry) -> str:
+    return AUDIO_PREFIX + entry.path.name
+
+
+class Index:
+    """What a check needs, in memory: key -> entry, with last use, kept in step with the store.
+
+    Entries another process writes into the folder are found on a miss; entries
+    it deletes are noticed by the ``stat`` on a hit.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.entries: dict[str, Entry] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        self.entries = {e.key: e for e in self.store.scan().entries}
+
+    def get(self, key: str) -> Entry | None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            try:
+                if os.stat(entry.path).st_size == entry.size:
+                    return entry
+            except OSError:
+                pass
+            del self.entries[key]
+        entry = self.store.get(key)
+        if entry is not None:
+            self.entries[key] = entry
+        return entry
+
+    def use(self, entry: Entry) -> None:
+        self.store.touch(entry)
+        self.entries[entry.key] = entry._replace(mtime=_now())
+
+    def add(self, entry: Entry) -> None:
+        self.entries[entry.key] = entry
+
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries.values())
+
+    def lru(self) -> Iterator[Entry]:
+        return iter(sorted(self.entries.values(), key=lambda e: e.mtime))
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+class Handler:
+    """Answers the narrator events over an index. Cheap events are plain calls;
+    an upload is a generator that yields between steps so the server can serve
+    others while it decodes."""
+
+    def __init__(self, index: Index, allowed_mime_types: tuple[str, ...] = DEFAULT_MIME_TYPES,
+                 max_file_size: int = 50 << 20) -> None:
+        self.index = index
+        self.allowed = tuple(allowed_mime_types)
+        self.max_file_size = max_file_size
+
+    def max_message_size(self) -> int:
+        """The largest WebSocket message an allowed upload needs (base64 plus the JSON around it)."""
+        return (self.max_file_size + 2) // 3 * 4 + 64 * 1024
+
+    def handle(self, event: str, data: dict) -> str:
+        if event == CHECK_AUDIO:
+            return self.check_audio(data)
+        if event == CHECK_AVAILABLE:
+            return encode(AVAILABLE, {})
+        raise BadMessage(f"unknown event {event!r}", _key_of(data))
+
+    def check_audio(self, data: dict) -> str:
+        key = data.get("cacheKey")
+        if not is_key(key):
+            raise BadMessage("cacheKey must be 8 lowercase hex characters", _key_of(data))
+        entry = self.index.get(key)
+        if entry is None:
+            return encode(AUDIO_NOT_FOUND, {"cacheKey": key})
+        self.index.use(entry)
+        return encode(AUDIO_EXISTS, {"cacheKey": key, "filePath": file_path(entry), "duration": entry.duration,
+                                     "metadata": entry.meta})
+
+    # --- upload ----------------------------------------------------------------
+    def parse_upload(self, data: dict) -> tuple[str, str, memoryview, dict]:
+        """Checks everything that needs no decoding: (key, mime, base64 text, client metadata)."""
+        key = data.get("cacheKey")
+        if not is_key(key):
+            raise BadMessage("cacheKey must be 8 lowercase hex characters", _key_of(data), UPLOAD_ERROR)
+        mime = data.get("mimeType")
+        if not isinstance(mime, str) or mime not in self.allowed or mime not in MIME_EXT:
+            raise BadMessage(f"mimeType {mime!r} is not allowed (allowed: {', '.join(self.allowed)})", key,
+                             UPLOAD_ERROR)
+        b64 = _base64_of(data.get("data"))
+        if b64 is None:
+            raise BadMessage("data must be a base64 data URL (data:<mime>;base64,...)", key, UPLOAD_ERROR)
+        if len(b64) // 4 * 3 - 2 > self.max_file_size:
+            raise BadMessage(f"file larger than the {self.max_file_size >> 20} MB limit", key, UPLOAD_ERROR)
+        meta = data.get("metadata", {})
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise BadMessage("metadata must be an object", key, UPLOAD_ERROR)
+        return key, mime, b64, meta
+
+    def decode_steps(self, key: str, b64: memoryview) -> Iterator[bytes | None]:
+        """Decode base64 a bounded chunk at a time; yields None between chunks, the bytes last."""
+        if len(b64) % 4:
+            raise BadMessage("invalid base64 data", key, UPLOAD_ERROR)
+        parts = []
+        try:
+            for start in range(0, len(b64), B64_CHUNK):
+                parts.append(binascii.a2b_base64(b64[start:start + B64_CHUNK], strict_mode=True))
+                yield None
+        except (binascii.Error, ValueError):
+            raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
+        audio = b"".join(parts)
+        if len(audio) > self.max_file_size:
+            raise BadMessage(f"file larger than the {self.max_file_size >> 20} MB limit", key, UPLOAD_ERROR)
+        if not audio:
+            raise BadMessage("empty audio", key, UPLOAD_ERROR)
+        yield audio
+
+    def store_upload(self, key: str, mime: str, audio: bytes, meta: dict) -> str:
+        """Measure, store, index; the success reply. Blocking: run it off the event loop."""
+        from .audio import measure_duration
+        from .errors import AudioError
+
+        try:
+            duration = measure_duration(audio, mime)
+        except AudioError as exc:
+            raise BadMessage(str(exc), key, UPLOAD_ERROR) from None
+        entry = self.index.store.put(key, audio, mime, duration, meta)
+        self.index.add(entry)
+        return encode(UPLOAD_SUCCESS, {"cacheKey": key, "filePath": file_path(entry), "duration": duration,
+                                       "size": entry.size})
+
+    def evict(self, max_cache_size: int | None) -> list[Entry]:
+        """Least recently used entries removed until the cache fits."""
+        if max_cache_size is None:
+            return []
+        total = self.index.total_size()
+        victims = []
+        for entry in self.index.lru():
+            if total <= max_cache_size:
+                break
+            victims.append(entry)
+            total -= entry.size
+        if victims:
+            store = self.index.store
+            with store.locked():
+                for entry in victims:
+                    store.remove([store.meta_path(entry.key), entry.path])
+                    self.index.entries.pop(entry.key, None)
+        return victims
+
+
+def _base64_of(url: object) -> memoryview | None:
+    """The base64 part of a data URL. Its own mime type is not trusted (browsers
+    often say application/octet-stream); the declared one is checked against the bytes."""
+    if isinstance(url, str):
+        if not url.isascii():
+            return None
+        url = url.encode()
+    if not isinstance(url, (bytes, memoryview)):
+        return None
+    view = memoryview(url)
+    comma = bytes(view[:128]).find(b",")
+    head = bytes(view[:comma])
+    if comma < 0 or not head.startswith(b"data:") or not head.endswith(b";base64"):
+        return None
+    return view[comma + 1:]
+
+
+def _key_of(data: dict) -> str | None:
+    key = data.get("cacheKey")
+    return key if isinstance(key, str) and len(key) <= 64 else None
