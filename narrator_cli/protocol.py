@@ -32,6 +32,7 @@ UPLOAD_ERROR = "narrator:upload-error"
 ERROR = "narrator:error"  # ours: an unknown event or a message we cannot read
 
 DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg")
+TOUCH_EVERY = 60.0
 B64_CHUNK = 1 << 22  # base64 characters decoded per step, so an upload never holds the event loop for long
 
 
@@ -121,7 +122,29 @@ class Index:
         self.reload()
 
     def reload(self) -> None:
+        self._seen = self._folder_stamp()
         self.entries = {e.key: e for e in self.store.scan().entries}
+
+    def sync(self) -> None:
+        """Catch up with other writers of the folder (a ``narrator speak``, the Vite plugin)
+        before counting or evicting; only the new entries are read."""
+        stamp = self._folder_stamp()
+        if stamp == self._seen:
+            return
+        self._seen = stamp
+        keys = self.store.keys()
+        for key in self.entries.keys() - keys:
+            del self.entries[key]
+        for key in keys - self.entries.keys():
+            entry = self.store.get(key)
+            if entry is not None:
+                self.entries[key] = entry
+
+    def _folder_stamp(self) -> int | None:
+        try:
+            return os.stat(self.store.root).st_mtime_ns
+        except OSError:
+            return None
 
     def get(self, key: str) -> Entry | None:
         entry = self.entries.get(key)
@@ -138,8 +161,11 @@ class Index:
         return entry
 
     def use(self, entry: Entry) -> None:
-        self.store.touch(entry)
-        self.entries[entry.key] = entry._replace(mtime=_now())
+        """Record a use for LRU eviction; at most one disk write a minute per entry."""
+        now = _now()
+        if now - entry.mtime > TOUCH_EVERY:
+            self.store.touch(entry)
+            self.entries[entry.key] = entry._replace(mtime=now)
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
@@ -163,7 +189,7 @@ class Handler:
     others while it decodes."""
 
     def __init__(self, index: Index, allowed_mime_types: tuple[str, ...] = DEFAULT_MIME_TYPES,
-                 max_file_size: int = 50 << 20) -> None:
+                 max_file_size: int = 50_000_000) -> None:
         self.index = index
         self.allowed = tuple(allowed_mime_types)
         self.max_file_size = max_file_size
@@ -204,7 +230,7 @@ class Handler:
         if b64 is None:
             raise BadMessage("data must be a base64 data URL (data:<mime>;base64,...)", key, UPLOAD_ERROR)
         if len(b64) // 4 * 3 - 2 > self.max_file_size:
-            raise BadMessage(f"file larger than the {self.max_file_size >> 20} MB limit", key, UPLOAD_ERROR)
+            raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key, UPLOAD_ERROR)
         meta = data.get("metadata", {})
         if meta is None:
             meta = {}
@@ -225,7 +251,7 @@ class Handler:
             raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
         audio = b"".join(parts)
         if len(audio) > self.max_file_size:
-            raise BadMessage(f"file larger than the {self.max_file_size >> 20} MB limit", key, UPLOAD_ERROR)
+            raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key, UPLOAD_ERROR)
         if not audio:
             raise BadMessage("empty audio", key, UPLOAD_ERROR)
         yield audio
@@ -248,6 +274,7 @@ class Handler:
         """Least recently used entries removed until the cache fits."""
         if max_cache_size is None:
             return []
+        self.index.sync()
         total = self.index.total_size()
         victims = []
         for entry in self.index.lru():

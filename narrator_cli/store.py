@@ -127,6 +127,13 @@ class Store:
         with contextlib.suppress(OSError):
             os.utime(entry.path)
 
+    def keys(self) -> set[str]:
+        """Keys that have metadata, from the listing alone: cheap enough to poll."""
+        try:
+            return {m.group(1) for name in os.listdir(self.root) if (m := _META_RE.fullmatch(name))}
+        except FileNotFoundError:
+            return set()
+
     def scan(self) -> Scan:
         """Every entry and every broken part, from one directory listing."""
         result = Scan([], [], [])

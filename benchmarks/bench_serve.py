@@ -1,0 +1,300 @@
+"""Benchmarks for `narrator serve` (issue: serve). Prints figures next to their targets.
+
+Starts a real `narrator serve` on 127.0.0.1 (a subprocess, --quiet) over a temporary cache and,
+as a same-run reference for the WebSocket figures, the `websockets` library's server running
+the very same narrator handler. Every loop is bounded in count and time. Measures:
+
+1. check-audio round trip p50/p99 on one connection, sequential;
+2. check-audio requests/s: 1 connection with 64 in flight; 16 connections with 4 in flight each;
+3. uploads of 1, 10 and 45 MiB: time, the server's extra peak memory (VmHWM reset through
+   /proc/PID/clear_refs), and the slowest reply another connection saw meanwhile;
+4. HTTP GET of a 40 KB and a 1 MiB cached file: 1 keep-alive connection and 16.
+
+The client's own CPU time is printed with each figure: when it is close to the wall time the
+figure says more about this Python client than about the server. Run:
+    python benchmarks/bench_serve.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from audio_fixtures import make_mp3  # noqa: E402
+
+from narrator_cli import protocol  # noqa: E402
+from narrator_cli.store import Store  # noqa: E402
+
+HIT_KEY = "5f5ac131"
+SMALL_KEY, LARGE_KEY = "00000040", "00001024"
+# Vite 5.4 + the Motion Canvas narrator plugin, same kind of machine (from the issue).
+VITE = {"p50_ms": 0.28, "one_conn": 8400, "sixteen": 6900, "upload45_s": 0.73,
+        "get40k_1": 2800, "get40k_16": 4200, "get1m_16": 830}
+
+
+def check_msg(key: str) -> str:
+    return protocol.encode(protocol.CHECK_AUDIO, {"cacheKey": key})
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Clock:
+    """Wall time of a block, with the CPU time the client and the server used in it."""
+
+    server_pid = os.getpid()
+
+    def __enter__(self) -> Clock:
+        self.server = server_cpu(self.server_pid)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.server = server_cpu(self.server_pid) - self.server
+
+
+# --- servers ---------------------------------------------------------------------------------
+def start_narrator(cache: Path) -> tuple[subprocess.Popen, str, int]:
+    exe = Path(sys.executable).with_name("narrator")
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0", "--quiet", "--json-log", "--audio-path", str(cache),
+                             "--max-age", "never"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if '"listening"' in line:
+            url = json.loads(line)["url"]
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain
+            port = int(url.rsplit(":", 1)[1])
+            return proc, "127.0.0.1", port
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit("narrator serve did not start")
+
+
+def start_reference(cache: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, __file__, "--reference-server", str(cache)], stdout=subprocess.PIPE,
+                            text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def run_reference(cache: Path) -> None:
+    """The `websockets` library's asyncio server around the same protocol.Handler."""
+    from websockets.asyncio.server import serve
+
+    handler = protocol.Handler(protocol.Index(Store(cache)))
+
+    async def on_connect(sock) -> None:  # type: ignore[no-untyped-def]
+        await sock.send(protocol.CONNECTED)
+        async for raw in sock:
+            try:
+                reply = handler.handle(*protocol.decode(raw))
+            except protocol.BadMessage as exc:
+                reply = exc.reply()
+            await sock.send(reply)
+
+    async def main() -> None:
+        async with serve(on_connect, "127.0.0.1", 0, subprotocols=["vite-hmr"], max_size=None) as server:
+            print(server.sockets[0].getsockname()[1], flush=True)
+            await asyncio.sleep(600)  # bounded: the benchmark terminates it long before
+
+    asyncio.run(main())
+
+
+# --- websocket client work -------------------------------------------------------------------
+async def connect(port: int):  # type: ignore[no-untyped-def]
+    from websockets.asyncio.client import connect as ws_connect
+
+    sock = await ws_connect(f"ws://127.0.0.1:{port}/", subprotocols=["vite-hmr"], max_size=None,
+                            compression=None, open_timeout=10)
+    assert json.loads(await sock.recv()) == {"type": "connected"}
+    return sock
+
+
+async def latency(port: int, count: int) -> tuple[float, float, Clock]:
+    sock = await connect(port)
+    msg = check_msg(HIT_KEY)
+    times = []
+    with Clock() as clock:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await sock.send(msg)
+            reply = await sock.recv()
+            times.append(time.perf_counter() - t0)
+            assert '"narrator:audio-exists"' in reply
+    await sock.close()
+    times.sort()
+    return times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3, clock
+
+
+async def pipelined(port: int, connections: int, in_flight: int, per_conn: int) -> tuple[float, Clock]:
+    socks = [await connect(port) for _ in range(connections)]
+    msg = check_msg(HIT_KEY)
+
+    async def run(sock) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(in_flight):
+            await sock.send(msg)
+        sent, got = in_flight, 0
+        while got < per_conn:
+            reply = await asyncio.wait_for(sock.recv(), 10)
+            assert '"narrator:audio-exists"' in reply
+            got += 1
+            if sent < per_conn:
+                await sock.send(msg)
+                sent += 1
+
+    with Clock() as clock:
+        await asyncio.gather(*(run(s) for s in socks))
+    for s in socks:
+        await s.close()
+    return connections * per_conn / clock.wall, clock
+
+
+# --- uploads ----------------------------------------------------------------------------------
+def mem_kb(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+async def upload(port: int, pid: int, mib: int, key: str) -> tuple[float, float, float, Clock]:
+    audio = make_mp3(mib * (1 << 20) / 16000)  # 128 kbit/s: 16 kB a second
+    msg = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO, "data": {
+        "cacheKey": key, "mimeType": "audio/mpeg", "duration": 0, "metadata": {"text": f"{mib} MiB"},
+        "data": "data:audio/mpeg;base64," + base64.b64encode(audio).decode()}})
+    sock, probe = await connect(port), await connect(port)
+    await asyncio.sleep(0.2)
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    base = mem_kb(pid, "VmRSS")
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def watch() -> None:  # another user keeps asking while the upload goes through
+        nonlocal worst
+        while not done.is_set():
+            t0 = time.perf_counter()
+            await probe.send(check_msg(HIT_KEY))
+            await asyncio.wait_for(probe.recv(), 30)
+            worst = max(worst, time.perf_counter() - t0)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    with Clock() as clock:
+        await sock.send(msg)
+        reply = json.loads(await asyncio.wait_for(sock.recv(), 120))
+    done.set()
+    await watcher
+    assert reply["event"] == protocol.UPLOAD_SUCCESS, reply
+    extra = (mem_kb(pid, "VmHWM") - base) / 1024
+    await sock.close()
+    await probe.close()
+    return clock.wall, extra, worst * 1e3, clock
+
+
+# --- HTTP GET ---------------------------------------------------------------------------------
+async def http_get(port: int, name: str, connections: int, per_conn: int) -> tuple[float, Clock]:
+    request = f"GET /__narrator-audio/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+    async def run() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        for _ in range(per_conn):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head[:40]
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            await reader.readexactly(length)
+        writer.close()
+
+    with Clock() as clock:
+        await asyncio.gather(*(run() for _ in range(connections)))
+    return connections * per_conn / clock.wall, clock
+
+
+def row(label: str, value: str, target: str, clock: Clock | None = None) -> None:
+    cpu = f"CPU client {clock.cpu:.2f} s, server {clock.server:.2f} s, of {clock.wall:.2f} s" if clock else ""
+    print(f"  {label:<44} {value:>16}   {target:<34} {cpu}")
+
+
+async def websocket_figures(port: int, n: int) -> dict:
+    p50, p99, c1 = await latency(port, n)
+    rate1, c2 = await pipelined(port, 1, 64, 5 * n)
+    rate16, c3 = await pipelined(port, 16, 4, n // 2)
+    return {"p50": p50, "p99": p99, "rate1": rate1, "rate16": rate16, "clocks": (c1, c2, c3)}
+
+
+async def main(quick: bool) -> None:
+    n = 1000 if quick else 4000
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        store = Store(cache)
+        store.put(HIT_KEY, make_mp3(2), "audio/mpeg", 2.0, {"text": "Hello world", "voiceId": "voice-id",
+                                                             "modelId": "eleven_flash_v2_5"})
+        store.put(SMALL_KEY, make_mp3(40_000 / 16000), "audio/mpeg", 2.5, {})
+        store.put(LARGE_KEY, make_mp3((1 << 20) / 16000), "audio/mpeg", 65.0, {})
+        proc, _, port = start_narrator(cache)
+        ref, ref_port = start_reference(cache)
+        try:
+            await websocket_figures(port, n // 4)  # warm up both
+            await websocket_figures(ref_port, n // 4)
+            Clock.server_pid = ref.pid
+            theirs = await websocket_figures(ref_port, n)
+            Clock.server_pid = proc.pid
+            ours = await websocket_figures(port, n)
+            print(f"narrator serve on 127.0.0.1, {os.cpu_count()} cores; reference: the `websockets` library's "
+                  "server with the same handler, same run; targets: the issue's Vite 5.4 figures")
+            print("check-audio (present key)")
+            c1, c2, c3 = ours["clocks"]
+            row("round trip p50 / p99, 1 connection", f"{ours['p50']:.3f} / {ours['p99']:.3f} ms",
+                f"ref {theirs['p50']:.3f} ms; Vite {VITE['p50_ms']} ms", c1)
+            row("req/s, 1 connection, 64 in flight", f"{ours['rate1']:,.0f}",
+                f"ref {ours['rate1'] / theirs['rate1']:.2f}x; Vite {ours['rate1'] / VITE['one_conn']:.2f}x "
+                "(>=1.5x)", c2)
+            row("req/s, 16 connections, 4 in flight each", f"{ours['rate16']:,.0f}",
+                f"ref {ours['rate16'] / theirs['rate16']:.2f}x; Vite {ours['rate16'] / VITE['sixteen']:.2f}x "
+                "(>=1.5x)", c3)
+            print("uploads (server's extra peak memory; slowest reply to another connection meanwhile)")
+            for mib, key in ((1, "aaaa0001"), (10, "aaaa0010"), (45, "aaaa0045")):
+                wall, extra, worst, clock = await upload(port, proc.pid, mib, key)
+                target = f"Vite {wall / VITE['upload45_s']:.2f}x of 0.73 s; <=200 MB, <=100 ms" if mib == 45 else ""
+                row(f"{mib} MiB upload", f"{wall * 1e3:.0f} ms, +{extra:.0f} MB, {worst:.0f} ms", target, clock)
+            print("HTTP GET of a cached file")
+            small, large = store.get(SMALL_KEY).path.name, store.get(LARGE_KEY).path.name
+            for label, name, conns, count, vite in (
+                    ("40 KB, 1 keep-alive connection", small, 1, 4 * n, VITE["get40k_1"]),
+                    ("40 KB, 16 connections", small, 16, n // 4, VITE["get40k_16"]),
+                    ("1 MiB, 16 connections", large, 16, n // 20, VITE["get1m_16"])):
+                rate, clock = await http_get(port, name, conns, count)
+                goal = ">=1.5x" if "40 KB" in label else ">=1x"
+                row(label, f"{rate:,.0f} req/s", f"Vite {rate / vite:.2f}x ({goal})", clock)
+        finally:
+            for p in (proc, ref):
+                p.terminate()
+                p.wait(10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
+    parser.add_argument("--reference-server", metavar="CACHE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference_server:
+        run_reference(Path(args.reference_server))
+    else:
+        asyncio.run(main(args.quick))

@@ -1,0 +1,454 @@
+"""``narrator serve``: asyncio glue around the sans-I/O HTTP and WebSocket codecs.
+
+One port serves the audio files, the cleanup and health endpoints, and the
+WebSocket upgrade that speaks the narrator events. Everything that decides
+anything lives in ``http``, ``ws`` and ``protocol``; this module reads,
+writes, times out and schedules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import os
+import signal
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import __version__, http, protocol, ws
+from .maintenance import cleanup
+from .store import Entry, Store
+
+READ_CHUNK = 1 << 17
+INLINE_BODY = 1 << 18  # files up to this size go out in the same write as their head; bigger ones by sendfile
+HEADER_TIMEOUT = 10.0
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8790
+    token: str | None = None
+    allow_origins: list[str] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
+    allowed_mime_types: tuple[str, ...] = protocol.DEFAULT_MIME_TYPES
+    max_file_size: int = 50_000_000
+    max_age: float | None = 30 * 86400.0
+    max_cache_size: int | None = None
+    idle_timeout: float = 120.0
+    quiet: bool = False
+    json_log: bool = False
+
+
+class Log:
+    """Console lines for uploads, hits, misses, refusals and cleanups; never a secret."""
+
+    def __init__(self, quiet: bool, as_json: bool) -> None:
+        self.quiet, self.as_json = quiet, as_json
+        self.console = None
+        if not as_json and sys.stderr.isatty():
+            from rich.console import Console
+
+            self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def __call__(self, event: str, message: str, **fields: Any) -> None:
+        if self.quiet and event not in ("listening", "error"):
+            return
+        if self.as_json:
+            line = json.dumps({"time": round(time.time(), 3), "event": event, **fields, "message": message})
+        elif self.console is None:  # plain lines when not a terminal: a busy server logs thousands a second
+            line = f"{event:<9} {message}"
+        else:
+            from rich.markup import escape
+
+            style = _STYLES.get(event, "none")
+            self.console.print(f"[{style}]{event:<9}[/] {escape(message)}")
+            return
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+_STYLES = {"upload": "green", "hit": "cyan", "miss": "yellow", "refused": "red", "cleanup": "magenta",
+           "error": "bold red"}
+
+
+class Server:
+    def __init__(self, store: Store, options: Options) -> None:
+        self.store = store
+        self.options = options
+        self.log = Log(options.quiet, options.json_log)
+        self.index = protocol.Index(store)
+        self.handler = protocol.Handler(self.index, options.allowed_mime_types, options.max_file_size)
+        self.server: asyncio.Server | None = None
+        self.uploads: set[asyncio.Task] = set()
+        self.connections: set[asyncio.Task] = set()
+
+    # --- lifecycle -------------------------------------------------------------
+    async def start(self) -> tuple[str, int]:
+        if self.options.max_age is not None:
+            self._cleanup(self.options.max_age, None, "start-up")
+        self.server = await asyncio.start_server(self._connection, self.options.host, self.options.port,
+                                                 limit=READ_CHUNK, reuse_address=True)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def run(self) -> None:
+        host, port = await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        shown = f"[{host}]" if ":" in host else host
+        self.log("listening", f"narrator serve {__version__} on http://{shown}:{port} "
+                 f"({len(self.index.entries)} entries in {self.store.root})",
+                 url=f"http://{shown}:{port}", entries=len(self.index.entries))
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Stop accepting, let uploads finish (their writes are atomic either way), close the rest."""
+        if self.server:
+            self.server.close()
+        if self.uploads:
+            await asyncio.wait(self.uploads, timeout=grace)
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=grace)
+        self.log("stopped", "server stopped")
+
+    # --- connections -------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            await self._http(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - one bad peer never takes the server down
+            self.log("error", f"connection failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = http.RequestParser()
+        while True:
+            request = None
+            deadline = time.monotonic() + HEADER_TIMEOUT
+            while request is None:
+                try:
+                    request = parser.next_request()
+                except http.HTTPError as exc:
+                    await self._send(writer, exc.status, {"error": str(exc) or "bad request"}, keep_alive=False)
+                    return
+                if request is not None:
+                    break
+                timeout = deadline - time.monotonic() if parser.has_partial() else self.options.idle_timeout
+                async with asyncio.timeout(max(timeout, 0.01)):
+                    data = await reader.read(READ_CHUNK)
+                if not data:
+                    return
+                parser.receive_data(data)
+            if request.header("upgrade", "").lower() == "websocket":
+                await self._upgrade(request, parser.trailing_data(), reader, writer)
+                return
+            keep = await self._route(request, writer)
+            if not (keep and request.keep_alive):
+                return
+
+    async def _route(self, request: http.Request, writer: asyncio.StreamWriter) -> bool:
+        refusal = self._check_host(request)
+        if refusal:
+            await self._send(writer, 400, {"error": refusal}, keep_alive=False)
+            return False
+        cors = self._cors(request)
+        if request.method == "OPTIONS":
+            await self._send(writer, 204, None, cors + [
+                ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Range, If-None-Match, Authorization, X-Narrator-Token"),
+                ("Access-Control-Max-Age", "600")])
+            return True
+        if request.method not in ("GET", "HEAD"):
+            await self._send(writer, 405, {"error": "method not allowed"}, [("Allow", "GET, HEAD, OPTIONS")])
+            return True
+        path = request.path
+        if request.target.startswith(protocol.AUDIO_PREFIX):
+            return await self._audio(request, writer, cors)
+        if path == "/__narrator-health":
+            self.index.sync()
+            await self._send(writer, 200, {"status": "ok", "version": __version__,
+                                           "entries": len(self.index.entries), "bytes": self.index.total_size()},
+                             cors, head=request.method == "HEAD")
+            return True
+        if path == "/__narrator-cleanup":
+            if not self._authorised(request):
+                self.log("refused", "cleanup without a valid token")
+                await self._send(writer, 401, {"error": "unauthorized"}, cors)
+                return True
+            result = await asyncio.to_thread(self._cleanup, self.options.max_age, self.options.max_cache_size,
+                                             "request")
+            await self._send(writer, 200, result, cors, head=request.method == "HEAD")
+            return True
+        await self._send(writer, 404, {"error": "not found"}, cors, head=request.method == "HEAD")
+        return True
+
+    async def _audio(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> bool:
+        head = request.method == "HEAD"
+        name = http.safe_file_name(request.target, protocol.AUDIO_PREFIX)
+        entry = self.index.get(name[:8]) if name else None
+        if entry is None or entry.path.name != name:
+            if name is None:
+                self.log("refused", f"bad audio path {request.target[:80]!r}")
+            await self._send(writer, 404, {"error": "not found"}, cors, head=head)
+            return True
+        etag = _etag(entry)
+        headers = cors + [
+            ("Content-Type", entry.meta.get("mimeType", "application/octet-stream")),
+            ("ETag", etag),
+            ("Cache-Control", "public, max-age=31536000, immutable"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Accept-Ranges", "bytes"),
+        ]
+        if http.etag_matches(request.header("if-none-match"), etag):
+            writer.write(http.response_head(304, headers))
+            await writer.drain()
+            return True
+        size = entry.size
+        rng = http.parse_range(request.header("range"), size) if request.header("if-range") in (None, etag) else None
+        if rng == http.UNSATISFIABLE:
+            await self._send(writer, 416, None, headers + [("Content-Range", f"bytes */{size}")], head=True)
+            return True
+        start, end, status = (0, size - 1, 200) if rng is None else (rng[0], rng[1], 206)
+        length = end - start + 1 if size else 0
+        headers.append(("Content-Length", str(length)))
+        if status == 206:
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        try:
+            fh = open(entry.path, "rb")
+        except OSError:
+            await self._send(writer, 404, {"error": "not found"}, cors, head=head)
+            return True
+        with fh:
+            if head or length <= INLINE_BODY:
+                body = b"" if head else os.pread(fh.fileno(), length, start)
+                writer.write(http.response_head(status, headers) + body)
+            else:
+                writer.write(http.response_head(status, headers))
+                await writer.drain()
+                await asyncio.get_running_loop().sendfile(writer.transport, fh, start, length)
+            await writer.drain()
+        self.index.use(entry)
+        return True
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: dict | None,
+                    headers: list | None = None, keep_alive: bool = True, head: bool = False) -> None:
+        payload = b"" if body is None else json.dumps(body).encode()
+        hdrs = list(headers or [])
+        if body is not None:
+            hdrs.append(("Content-Type", "application/json"))
+        if not any(k.lower() == "content-length" for k, _ in hdrs):
+            hdrs.append(("Content-Length", str(len(payload))))
+        if not keep_alive:
+            hdrs.append(("Connection", "close"))
+        writer.write(http.response_head(status, hdrs) + (b"" if head else payload))
+        await writer.drain()
+
+    # --- checks --------------------------------------------------------------------
+    def _check_host(self, request: http.Request) -> str | None:
+        """Against DNS rebinding: the Host must be loopback, an IP address, or allowed by name."""
+        host = request.header("host", "")
+        name = urlsplit(f"//{host}").hostname or ""
+        if name in LOOPBACK_HOSTS or name.endswith(".localhost") or name in self.options.allow_hosts:
+            return None
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(name)
+            return None
+        self.log("refused", f"request for host {host[:80]!r}")
+        return "host not allowed"
+
+    def _origin_allowed(self, origin: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser
+        if origin in self.options.allow_origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.hostname in ("localhost", "127.0.0.1", "::1") \
+            and not parts.path.strip("/")
+
+    def _cors(self, request: http.Request) -> list[tuple[str, str]]:
+        origin = request.header("origin")
+        if origin and self._origin_allowed(origin):
+            return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
+                    ("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag")]
+        return [("Vary", "Origin")] if origin else []
+
+    def _authorised(self, request: http.Request) -> bool:
+        token = self.options.token
+        if not token:
+            return True
+        given = request.query.get("token") or request.header("x-narrator-token") or ""
+        auth = request.header("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    # --- websocket -------------------------------------------------------------------
+    async def _upgrade(self, request: http.Request, rest: bytes, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        refusal = self._check_host(request)
+        status = 400
+        if refusal is None and not self._origin_allowed(request.header("origin")):
+            refusal, status = "origin not allowed", 403
+            self.log("refused", f"WebSocket from origin {request.header('origin', '')[:80]!r}")
+        if refusal is None and not self._authorised(request):
+            refusal, status = "unauthorized", 401
+            self.log("refused", "WebSocket without a valid token")
+        key = request.header("sec-websocket-key")
+        if refusal is None and (request.method != "GET" or not key or request.header("sec-websocket-version") != "13"
+                                or "upgrade" not in request.header("connection", "").lower()):
+            refusal = "bad WebSocket handshake"
+        if refusal is not None:
+            await self._send(writer, status, {"error": refusal}, keep_alive=False)
+            return
+        offered = [p.strip() for p in request.header("sec-websocket-protocol", "").split(",") if p.strip()]
+        subprotocol = protocol.SUBPROTOCOL if protocol.SUBPROTOCOL in offered else None
+        writer.write(ws.server_handshake_response(key, subprotocol))
+        conn = ws.Connection(ws.Role.SERVER, max_message_size=self.handler.max_message_size())
+        conn.send_text(protocol.CONNECTED)
+        await self._websocket(conn, rest, reader, writer)
+
+    async def _websocket(self, conn: ws.Connection, data: bytes, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        tasks: set[asyncio.Task] = set()
+        if data:
+            conn.receive_data(data)  # frames that came with the handshake
+        try:
+            while True:
+                for event in conn.events():
+                    if isinstance(event, ws.Message):
+                        self._on_message(conn, event, writer, tasks)
+                    elif isinstance(event, ws.Close) and event.code not in (1000, 1001, 1005, 1006, None):
+                        self.log("refused", f"WebSocket closed with {event.code}: {event.reason}")
+                out = conn.data_to_send()
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+                if conn.closed:
+                    return
+                try:
+                    async with asyncio.timeout(self.options.idle_timeout):
+                        data = await reader.read(READ_CHUNK)
+                except TimeoutError:
+                    conn.send_close(1001, "idle timeout")
+                    writer.write(conn.data_to_send())
+                    await writer.drain()
+                    return
+                conn.receive_data(data)  # b"" at EOF: the codec reports a 1006 close
+                await asyncio.sleep(0)  # a large message arrives in many chunks: let others run between them
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _on_message(self, conn: ws.Connection, message: ws.Message, writer: asyncio.StreamWriter,
+                    tasks: set[asyncio.Task]) -> None:
+        try:
+            if not message.text:
+                raise protocol.BadMessage("expected a JSON text message")
+            event, data = protocol.decode(message.data)
+            if event == protocol.UPLOAD_AUDIO:
+                key, mime, b64, meta = self.handler.parse_upload(data)
+                task = asyncio.create_task(self._upload(conn, writer, key, mime, b64, meta))
+                tasks.add(task)
+                self.uploads.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(self.uploads.discard)
+                return
+            reply = self.handler.handle(event, data)
+            if event == protocol.CHECK_AUDIO:
+                hit = '"narrator:audio-exists"' in reply[:48]
+                self.log("hit" if hit else "miss", data["cacheKey"], cacheKey=data["cacheKey"])
+        except protocol.BadMessage as exc:
+            self.log("refused", str(exc), cacheKey=exc.cache_key)
+            reply = exc.reply()
+        conn.send_text(reply)
+
+    async def _upload(self, conn: ws.Connection, writer: asyncio.StreamWriter, key: str, mime: str, b64: memoryview,
+                      meta: dict) -> None:
+        try:
+            audio = None
+            for step in self.handler.decode_steps(key, b64):
+                if step is None:
+                    await asyncio.sleep(0)
+                else:
+                    audio = step
+            del b64
+            assert audio is not None
+            reply = await asyncio.to_thread(self.handler.store_upload, key, mime, audio, meta)
+            self.log("upload", f"{key} ({len(audio)} bytes, {mime})", cacheKey=key, size=len(audio))
+            evicted = await asyncio.to_thread(self.handler.evict, self.options.max_cache_size)
+            if evicted:
+                self.log("cleanup", f"evicted {len(evicted)} least recently used entries",
+                         evicted=[e.key for e in evicted])
+        except protocol.BadMessage as exc:
+            self.log("refused", f"upload {key}: {exc}", cacheKey=key)
+            reply = exc.reply()
+        except OSError as exc:
+            self.log("error", f"upload {key}: cannot write: {exc.strerror or exc}", cacheKey=key)
+            reply = protocol.encode(protocol.UPLOAD_ERROR, {"cacheKey": key, "error": "server could not store it"})
+        if not conn.closed:
+            conn.send_text(reply)
+            with contextlib.suppress(ConnectionError):
+                writer.write(conn.data_to_send())
+                await writer.drain()
+
+    # --- maintenance ---------------------------------------------------------------
+    def _cleanup(self, max_age: float | None, max_size: int | None, why: str) -> dict:
+        result = cleanup(self.store, max_age, max_size)
+        self.index.reload()
+        summary = result.as_dict()
+        removed = len(result.expired) + len(result.evicted) + len(result.broken) + len(result.temporary)
+        self.log("cleanup", f"{why}: removed {removed} files, freed {result.freed} bytes", **summary)
+        return summary
+
+
+def _etag(entry: Entry) -> str:
+    digest = entry.meta.get("sha256")
+    if isinstance(digest, str) and digest.isalnum():
+        return f'"{digest[:32]}"'
+    created = zlib.crc32(str(entry.meta.get("createdAt", "")).encode())
+    return f'"{entry.size:x}-{created:08x}"'
+
+
+def generate_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(store: Store, options: Options) -> None:
+    asyncio.run(Server(store, options).run())
+
+
+__all__ = ["Options", "Server", "serve", "generate_token", "is_loopback"]
