@@ -26,6 +26,9 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
 PathOpt = Annotated[Optional[Path], typer.Option("--audio-path", help="Cache folder [default: ./audio-cache].")]
+ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Team cache server URL (or NARRATOR_SERVER).", show_default=False)]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Server token (better: NARRATOR_TOKEN).", show_default=False)]
+FileOpt = Annotated[Optional[Path], typer.Option("--file", "-f", help="Script: one narration per non-empty line ('-' for stdin).")]
 
 
 def fail(exc: NarratorError) -> typer.Exit:
@@ -69,16 +72,19 @@ def speak(
     force: Annotated[bool, typer.Option("--force", help="Regenerate even when cached.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also copy the audio here (a folder for several lines).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=64, help="Provider calls at once [default: 4].")] = None,
+    server: ServerOpt = None,
+    no_server: Annotated[bool, typer.Option("--no-server", help="Do not use the team cache server.")] = False,
+    token: TokenOpt = None,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Speak lines: from this run, the cache, or the provider; print key, status, duration and file."""
+    """Speak lines: from this run, the cache, the team server, or the provider; print key, status, duration, file."""
     from . import resolve as core
     from .providers import key_params
 
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
-                                concurrency=concurrency)
+                                concurrency=concurrency, server=server, token=token)
         texts = list(text or []) + (read_script(file) if file else [])
         voice_id, model_id = key_params(settings.provider, settings.get("voice"), settings.get("model"))
         lines = core.plan(texts, voice_id, model_id)
@@ -102,12 +108,19 @@ def speak(
             else:
                 print(format_result(r), flush=True)
 
+        remote = None
+        if settings.get("server") and not no_server:
+            from .team import TeamCache
+
+            remote = TeamCache(str(settings.get("server")), _token(settings), store, warn)
         try:
             results = core.resolve(store, lines, name, make_provider, int(settings.get("concurrency")),
-                                   force, on_result)
+                                   force, on_result, remote)
         finally:
             if progress:
                 progress.stop()
+            if remote:
+                remote.close()
         if progress:
             for r in results:
                 print(format_result(r))
@@ -137,6 +150,11 @@ class _Progress:
 
     def stop(self) -> None:
         self.bar.stop()
+
+
+def _token(settings) -> str | None:  # type: ignore[no-untyped-def]
+    token = settings.get("token")
+    return str(token) if token else None
 
 
 def format_result(r) -> str:  # type: ignore[no-untyped-def]
@@ -177,12 +195,160 @@ def copy_out(results: list, out: Path) -> None:
             raise NarratorError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
+def _texts_to_lines(settings, texts: list[str]):  # type: ignore[no-untyped-def]
+    from . import resolve as core
+    from .providers import key_params
+
+    voice_id, model_id = key_params(settings.provider, settings.get("voice"), settings.get("model"))
+    return core.plan(texts, voice_id, model_id)
+
+
+def _server_client(settings, required: bool = True):  # type: ignore[no-untyped-def]
+    from .client import Client
+
+    url = settings.get("server")
+    if not url:
+        if required:
+            raise UsageError("no server: give --server URL or set NARRATOR_SERVER")
+        return None
+    return Client(str(url), _token(settings))
+
+
 @command
-def stats(audio_path: PathOpt = None, as_json: JsonOpt = False) -> None:
+def check(
+    text: Annotated[Optional[list[str]], typer.Argument(help="Narrations to look for.")] = None,
+    key: Annotated[Optional[list[str]], typer.Option("--key", "-k", help="A cache key to look for (repeatable).")] = None,
+    file: FileOpt = None,
+    provider: Annotated[Optional[str], typer.Option(help="Provider whose keys the texts get.")] = None,
+    voice: Annotated[Optional[str], typer.Option(help="Voice id.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model id.")] = None,
+    server: ServerOpt = None,
+    no_server: Annotated[bool, typer.Option("--no-server", help="Only the local cache.")] = False,
+    token: TokenOpt = None,
+    audio_path: PathOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error."""
+    from .client import ServerUnavailable
+    from .keys import is_key
+    from .resolve import lookup
+
+    try:
+        settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
+                                token=token)
+        texts = list(text or []) + (read_script(file) if file else [])
+        for k in key or []:
+            if not is_key(k):
+                raise UsageError(f"invalid key {k!r}: a key is 8 lowercase hex characters")
+        if not texts and not key:
+            raise UsageError("nothing to check: give TEXT, --key or --file")
+        lines = _texts_to_lines(settings, texts) if texts else []
+        store = store_for(settings)
+        rows = [{"cacheKey": line.key, "text": line.text, "local": lookup(store, line)[0] is not None}
+                for line in lines]
+        rows += [{"cacheKey": k, "local": store.get(k) is not None} for k in key or []]
+        client = None if no_server else _server_client(settings, required=False)
+        if client is not None:
+            with client:
+                found = client.check(list(dict.fromkeys(r["cacheKey"] for r in rows)))
+            for row in rows:
+                meta = (found.get(row["cacheKey"]) or {}).get("metadata") or {}
+                row["server"] = found.get(row["cacheKey"]) is not None and (
+                    "text" not in row or meta.get("text", row["text"]) == row["text"])
+    except (NarratorError, ServerUnavailable) as exc:
+        raise fail(exc if isinstance(exc, ServerUnavailable) else exc) from None
+    where = "server" if client is not None else "local"
+    for row in rows:
+        if as_json:
+            emit_json(row)
+        else:
+            marks = "  ".join(f"{w}:{'yes' if row[w] else 'NO '}" for w in ("local", "server") if w in row)
+            print(f"{row['cacheKey']}  {marks}  {row.get('text', '')[:60]}")
+    missing = sum(1 for row in rows if not row[where])
+    if not as_json:
+        print(f"{len(rows) - missing} of {len(rows)} cached{' on the server' if where == 'server' else ''}",
+              file=sys.stderr)
+    raise typer.Exit(1 if missing else 0)
+
+
+@command
+def upload(
+    keys: Annotated[Optional[list[str]], typer.Argument(help="Keys to send; with --text, one audio FILE to import.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every local entry the server lacks.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Send even what the server has.")] = False,
+    text: Annotated[Optional[str], typer.Option("--text", help="Import FILE as the narration of this text.")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="Provider whose keys --text gets.")] = None,
+    voice: Annotated[Optional[str], typer.Option(help="Voice id for --text.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model id for --text.")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    audio_path: PathOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send local entries to the team server, or import a recorded FILE with --text."""
+    from . import team
+
+    try:
+        settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
+                                token=token)
+        store = store_for(settings)
+        if text is not None:
+            if len(keys or []) != 1 or all_:
+                raise UsageError("--text imports exactly one audio FILE: narrator upload FILE --text '...'")
+            [line] = _texts_to_lines(settings, [text])
+            entry = team.import_file(store, Path((keys or [""])[0]), line)
+            print(f"{entry.key}  imported   {entry.duration:7.2f}s  {entry.path}", file=sys.stderr if as_json else sys.stdout)
+            chosen = [entry.key]
+            if not settings.get("server"):
+                if as_json:
+                    emit_json({"cacheKey": entry.key, "status": "imported", "path": str(entry.path)})
+                return
+        else:
+            chosen = team.choose(store, keys or [], all_)
+        client = _server_client(settings)
+        progress = None if as_json or len(chosen) < 2 or not sys.stderr.isatty() else _Progress(len(chosen))
+        failed = 0
+
+        def report(row: dict) -> None:
+            nonlocal failed
+            failed += row["status"] == "failed"
+            if progress:
+                progress.advance(row)
+            if as_json:
+                emit_json(row)
+            elif not progress:
+                print(f"{row['cacheKey']}  {row['status']:<9}  {row.get('error') or row.get('filePath', '')}")
+
+        with client:
+            try:
+                rows = team.upload(client, store, chosen, force, report)
+            finally:
+                if progress:
+                    progress.stop()
+        if progress:
+            for row in rows:
+                print(f"{row['cacheKey']}  {row['status']:<9}  {row.get('error') or row.get('filePath', '')}")
+    except NarratorError as exc:
+        raise fail(exc) from None
+    if failed:
+        raise fail(NarratorError(f"{failed} of {len(rows)} uploads failed"))
+
+
+@command
+def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt = None,
+          as_json: JsonOpt = False) -> None:
     """What the cache holds: entries, size, duration, voices, characters billed, broken entries."""
     from .maintenance import stats as compute
 
     try:
+        if server:
+            health = _server_client(settings_for(server=server, token=token)).endpoint("health")
+            if as_json:
+                emit_json(health)
+            else:
+                print(f"{server}: narrator serve {health.get('version')}, {health.get('entries')} entries, "
+                      f"{human_size(int(health.get('bytes') or 0))}")
+            return
         report = compute(store_for(settings_for(audio_path=audio_path)))
     except NarratorError as exc:
         raise fail(exc) from None
@@ -213,12 +379,27 @@ def cleanup(
     max_size: Annotated[Optional[str], typer.Option(help="Then evict least recently used entries until the cache fits (e.g. 500MB).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
     audio_path: PathOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove old, least recently used and broken entries, and stray temporary files."""
     from .maintenance import cleanup as run, parse_age, parse_size
 
     try:
+        if server:
+            if older_than or max_size or dry_run:
+                raise UsageError("a server cleans up by its own --max-age and --max-cache-size; "
+                                 "--older-than, --max-size and --dry-run are for the local cache")
+            summary = _server_client(settings_for(server=server, token=token)).endpoint("cleanup")
+            if as_json:
+                emit_json(summary)
+            else:
+                gone = sum(len(summary.get(k) or []) for k in ("expired", "evicted"))
+                print(f"{server}: removed {gone} entries, {len(summary.get('broken') or [])} broken parts, "
+                      f"{len(summary.get('temporary') or [])} temporary files; "
+                      f"freed {human_size(int(summary.get('freedBytes') or 0))}")
+            return
         age = parse_age(older_than) if older_than is not None else None
         size = parse_size(max_size) if max_size is not None else None
         result = run(store_for(settings_for(audio_path=audio_path)), age, size, dry_run)

@@ -1,4 +1,5 @@
-"""Turning lines of narration into cached audio: seen-in-this-run -> local store -> provider.
+"""Turning lines of narration into cached audio:
+seen-in-this-run -> local store -> team server (download) -> provider (then upload).
 
 A batch generates each key at most once, runs at most ``concurrency`` provider
 calls at a time, and keeps whatever it generated when some lines fail.
@@ -7,7 +8,7 @@ calls at a time, and keeps whatever it generated when some lines fail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .errors import NarratorError, ProviderAuthError, UsageError
 from .keys import cache_key
@@ -23,7 +24,7 @@ class Line(NamedTuple):
 
 class Result(NamedTuple):
     line: Line
-    status: str  # cached | generated | failed
+    status: str  # cached | server | generated | failed
     entry: Entry | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -80,6 +81,7 @@ def resolve(
     concurrency: int = 4,
     force: bool = False,
     on_result: Callable[[Result], None] | None = None,
+    remote: Remote | None = None,
 ) -> list[Result]:
     """Results in the order of ``lines``; ``on_result`` is called as each completes."""
     results: list[Result | None] = [None] * len(lines)
@@ -100,7 +102,8 @@ def resolve(
             if warning:
                 results[i] = Result(line, "pending", warnings=(warning,))
     if todo:
-        _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify)
+        found = remote.check([lines[i] for i in todo]) if remote and not force else {}
+        _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify, found, remote)
     for i, line in enumerate(lines):
         if results[i] is None:
             owner = results[first[line.key]]
@@ -115,17 +118,29 @@ def resolve(
 
 def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Result | None],
               provider_name: str, make_provider: Callable[[], object], concurrency: int,
-              notify: Callable[[Result], None]) -> None:
+              notify: Callable[[Result], None], found: dict[str, dict], remote: Remote | None) -> None:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from .audio import measure_duration
 
-    provider = make_provider()  # UsageError (no API key, ...) stops the run before any call
+    import threading
+
+    provider_lock = threading.Lock()
+    # UsageError (no API key, ...) stops the run before any call; not needed when the server has it all
+    provider = make_provider() if any(lines[i].key not in found for i in todo) else None
 
     def one(i: int) -> Result:
+        nonlocal provider
         line = lines[i]
         warnings = results[i].warnings if results[i] else ()
+        if line.key in found and remote is not None:
+            entry = remote.download(found[line.key])
+            if entry is not None:
+                return Result(line, "server", entry, warnings=warnings)
         try:
+            if provider is None:
+                with provider_lock:
+                    provider = provider or make_provider()
             synth = provider.synthesize(line.text, line.voice_id, line.model_id)  # type: ignore[attr-defined]
             duration = measure_duration(synth.audio, synth.mime)
             meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
@@ -137,6 +152,8 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             return Result(line, "failed", error=str(exc), warnings=warnings)
         except OSError as exc:
             return Result(line, "failed", error=f"cannot write to the cache: {exc.strerror or exc}", warnings=warnings)
+        if remote is not None:
+            remote.upload(entry)
         return Result(line, "generated", entry, warnings=warnings)
 
     try:
@@ -163,5 +180,16 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             if fatal:
                 raise fatal
     finally:
-        provider.close()  # type: ignore[attr-defined]
+        if provider is not None:
+            provider.close()  # type: ignore[attr-defined]
+
+
+class Remote(Protocol):
+    """The team server as ``resolve`` sees it: best effort, never a reason for a line to fail."""
+
+    def check(self, lines: list[Line]) -> dict[str, dict]: ...
+
+    def download(self, found: dict) -> Entry | None: ...
+
+    def upload(self, entry: Entry) -> None: ...
 

@@ -1,0 +1,288 @@
+"""The team cache from the command line: a blocking client over the sans-I/O WebSocket codec.
+
+One connection carries many requests at once; a reader thread matches replies
+to waiting requests by event kind and cacheKey, so a 500-line check costs about
+one round trip, not 500. Works against ``narrator serve`` and against a Vite dev
+server running the Motion Canvas narrator plugin (same framing).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import socket
+import ssl
+import threading
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from . import protocol, ws
+from .errors import NarratorError, UsageError
+from .store import Entry, Store
+
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+UPLOAD_SECONDS_PER_MB = 1.0  # on top of REQUEST_TIMEOUT
+_KIND = {protocol.AVAILABLE: "available", protocol.AUDIO_EXISTS: "check", protocol.AUDIO_NOT_FOUND: "check",
+         protocol.UPLOAD_SUCCESS: "upload", protocol.UPLOAD_ERROR: "upload"}
+
+
+class ServerUnavailable(NarratorError):
+    """The server cannot be reached or stopped answering; callers may carry on without it."""
+
+    exit_code = 2
+
+
+class ServerRefused(NarratorError):
+    """The server answered, and the answer is no (an upload-error, a bad download)."""
+
+
+def parse_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of a server URL; http(s) and ws(s) both accepted."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme is None or not parts.hostname or port == -1:
+        raise UsageError(f"invalid server URL {url!r}: use http://host:port")
+    return scheme, parts.hostname, port or (443 if scheme == "wss" else 80), parts.path or "/"
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.url = url
+        self.scheme, self.host, self.port, self.path = parse_url(url)
+        self.token = token
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.http_base = f"{'https' if self.scheme == 'wss' else 'http'}://{self._netloc()}"
+        self._sock: socket.socket | None = None
+        self._conn = ws.Connection(ws.Role.CLIENT)
+        self._lock = threading.Lock()  # the codec and the socket's write side
+        self._pending: dict[tuple[str, str], deque[Future]] = {}
+        self._pending_lock = threading.Lock()
+        self._broken: str | None = None
+        self._http: Any = None
+
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    # --- connection ------------------------------------------------------------------
+    def connect(self) -> Client:
+        """Connect, handshake, and confirm the narrator events are served; else ServerUnavailable."""
+        where = f"no narrator server at {self.url}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            if self.scheme == "wss":
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            key = ws.new_key()
+            target = self.path + (f"?token={quote(self.token, safe='')}" if self.token else "")
+            sock.sendall(ws.client_handshake_request(self._netloc(), target, key, protocol.SUBPROTOCOL))
+            received = b""
+            while (rest := ws.parse_server_response(received, key, protocol.SUBPROTOCOL)) is None:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed during the handshake")
+                received += chunk
+        except ws.HandshakeError as exc:
+            text = str(exc)
+            if "401" in text or "403" in text:
+                raise ServerUnavailable(f"{where}: refused ({text}; check the token)") from None
+            raise ServerUnavailable(f"{where}: {text}") from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc))
+            raise ServerUnavailable(f"{where}: {reason}") from None
+        sock.settimeout(None)
+        self._sock = sock
+        if rest:
+            self._conn.receive_data(rest)
+        available = self._request("available", "", protocol.CHECK_AVAILABLE, {})
+        threading.Thread(target=self._read, name="narrator-client", daemon=True).start()
+        try:
+            available.result(self.connect_timeout)
+        except (FutureTimeout, ServerUnavailable):
+            self.close()
+            raise ServerUnavailable(f"{where}: it does not answer narrator:check-available") from None
+        return self
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError), self._lock:
+                self._conn.send_close(1000)
+                sock.sendall(self._conn.data_to_send())
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        if self._http is not None:
+            self._http.close()
+        self._fail_all("connection closed")
+
+    def __enter__(self) -> Client:
+        return self.connect() if self._sock is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> None:
+        sock = self._sock
+        try:
+            while sock is not None:
+                with self._lock:
+                    events = self._conn.events()
+                    out = self._conn.data_to_send()  # pongs, the close echo
+                    if out:
+                        sock.sendall(out)
+                for event in events:
+                    if isinstance(event, ws.Message) and event.text:
+                        self._dispatch(event.data)
+                    elif isinstance(event, ws.Close):
+                        self._fail_all(f"the server at {self.url} closed the connection")
+                        return
+                data = sock.recv(1 << 18)
+                with self._lock:
+                    self._conn.receive_data(data)
+        except OSError:
+            self._fail_all(f"lost the connection to {self.url}")
+
+    def _dispatch(self, raw: bytes | bytearray) -> None:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(obj, dict) or obj.get("type") != "custom" or not isinstance(obj.get("data"), dict):
+            return  # Vite's own messages (connected, update, full-reload): not ours
+        event, data = obj.get("event"), obj["data"]
+        key = data.get("cacheKey", "") if isinstance(data.get("cacheKey"), str) else ""
+        kinds = [_KIND[event]] if event in _KIND else ["check", "upload"] if event == protocol.ERROR else []
+        with self._pending_lock:
+            for kind in kinds:
+                waiting = self._pending.get((kind, "" if kind == "available" else key))
+                if waiting:
+                    waiting.popleft().set_result((event, data))
+                    return
+
+    def _fail_all(self, why: str) -> None:
+        self._broken = self._broken or why
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for queue in pending.values():
+            for fut in queue:
+                if not fut.done():
+                    fut.set_exception(ServerUnavailable(why))
+
+    def _request(self, kind: str, key: str, event: str, data: dict | str) -> Future:
+        if self._broken:
+            raise ServerUnavailable(self._broken)
+        if self._sock is None:
+            raise ServerUnavailable(f"not connected to {self.url}")
+        fut: Future = Future()
+        with self._pending_lock:
+            self._pending.setdefault((kind, key), deque()).append(fut)
+        message = data if isinstance(data, str) else protocol.encode(event, data)
+        try:
+            with self._lock:
+                self._conn.send_text(message)
+                self._sock.sendall(self._conn.data_to_send())
+        except OSError:
+            self._fail_all(f"lost the connection to {self.url}")
+        return fut
+
+    def _wait(self, fut: Future, kind: str, key: str, timeout: float) -> tuple[str, dict]:
+        try:
+            return fut.result(timeout)
+        except FutureTimeout:
+            with self._pending_lock, contextlib.suppress(KeyError, ValueError):
+                self._pending[(kind, key)].remove(fut)
+            raise ServerUnavailable(f"no reply from {self.url} within {timeout:g} s") from None
+
+    # --- the events ---------------------------------------------------------------------
+    def check(self, keys: list[str]) -> dict[str, dict | None]:
+        """key -> the server's audio-exists data, or None; all keys in flight at once."""
+        futures = [(key, self._request("check", key, protocol.CHECK_AUDIO, {"cacheKey": key})) for key in keys]
+        found: dict[str, dict | None] = {}
+        for key, fut in futures:
+            event, data = self._wait(fut, "check", key, self.timeout)
+            if event == protocol.ERROR:
+                raise ServerRefused(f"the server refused to check {key}: {data.get('error')}")
+            found[key] = data if event == protocol.AUDIO_EXISTS else None
+        return found
+
+    def upload(self, entry: Entry, audio: bytes) -> dict:
+        """Send a local entry; the upload-success data, or ServerRefused with the server's reason."""
+        mime = str(entry.meta.get("mimeType"))
+        message = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO, "data": {
+            "cacheKey": entry.key, "mimeType": mime, "duration": entry.duration, "metadata": entry.meta,
+            "data": f"data:{mime};base64," + base64.b64encode(audio).decode("ascii")}}, ensure_ascii=False)
+        fut = self._request("upload", entry.key, protocol.UPLOAD_AUDIO, message)
+        del message
+        event, data = self._wait(fut, "upload", entry.key, self.timeout + UPLOAD_SECONDS_PER_MB * len(audio) / 1e6)
+        if event != protocol.UPLOAD_SUCCESS:
+            raise ServerRefused(f"the server refused {entry.key}: {data.get('error', 'no reason given')}")
+        return data
+
+    def download(self, store: Store, found: dict) -> Entry:
+        """Fetch what an audio-exists reply points at, verify it against its metadata, store it atomically."""
+        import httpx
+
+        from .audio import measure_duration
+        from .errors import AudioError
+
+        key, meta = found.get("cacheKey"), found.get("metadata")
+        path = found.get("filePath")
+        if not isinstance(meta, dict) or not isinstance(path, str) or not path.startswith(protocol.AUDIO_PREFIX):
+            raise ServerRefused(f"the server's reply for {key} has no usable filePath/metadata")
+        if self._http is None:
+            headers = {"X-Narrator-Token": self.token} if self.token else {}
+            self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
+                                      follow_redirects=False)
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot download {path} from {self.http_base}: {exc}") from None
+        if response.status_code != 200:
+            raise ServerRefused(f"downloading {path} gave HTTP {response.status_code}")
+        audio = response.content
+        mime = str(meta.get("mimeType") or response.headers.get("content-type", ""))
+        if meta.get("fileSize") != len(audio):
+            raise ServerRefused(f"download of {key} is {len(audio)} bytes, its metadata says {meta.get('fileSize')}")
+        digest = meta.get("sha256")
+        if digest is not None and hashlib.sha256(audio).hexdigest() != digest:
+            raise ServerRefused(f"download of {key} does not match its content hash; not stored")
+        try:
+            duration = measure_duration(audio, mime)
+        except AudioError as exc:
+            raise ServerRefused(f"download of {key}: {exc}") from None
+        return store.put(str(key), audio, mime, duration, meta)
+
+    # --- HTTP endpoints --------------------------------------------------------------------
+    def endpoint(self, name: str) -> dict:
+        """GET /__narrator-{name} (health, cleanup) as JSON; needs no WebSocket."""
+        import httpx
+
+        headers = {"X-Narrator-Token": self.token} if self.token else {}
+        try:
+            response = httpx.get(f"{self.http_base}/__narrator-{name}", headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
+        if response.status_code == 401:
+            raise ServerUnavailable(f"the server at {self.url} refused the token")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise ServerUnavailable(f"{self.url} answered /__narrator-{name} with HTTP {response.status_code}; "
+                                    "is it a narrator server?")
+        return body
+

@@ -1,0 +1,167 @@
+"""The team cache's workflows over the client and the local store: what ``speak``,
+``upload`` and the recorded-voice import do with a server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .client import Client, ServerRefused, ServerUnavailable
+from .errors import NarratorError, UsageError
+from .keys import is_key
+from .store import Entry, Store
+
+EXT_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg"}
+UPLOADS_IN_FLIGHT = 4
+
+
+def import_file(store: Store, path: Path, line: Any) -> Entry:
+    """A recorded file as the narration of ``line``: checked by mutagen, stored atomically."""
+    from .audio import measure_duration
+    from .errors import AudioError
+
+    mime = EXT_MIME.get(path.suffix.lower())
+    if mime is None:
+        raise UsageError(f"{path}: unknown audio type; use .mp3, .wav or .ogg")
+    try:
+        audio = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        duration = measure_duration(audio, mime)
+    except AudioError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id, "provider": "recorded",
+            "source": path.name}
+    return store.put(line.key, audio, mime, duration, meta)
+
+
+def choose(store: Store, keys: list[str], everything: bool) -> list[str]:
+    if everything and keys:
+        raise UsageError("give keys or --all, not both")
+    if everything:
+        return sorted(e.key for e in store.scan().entries)
+    if not keys:
+        raise UsageError("nothing to upload: give keys, --all, or FILE --text")
+    for key in keys:
+        if not is_key(key):
+            raise UsageError(f"invalid key {key!r}: a key is 8 lowercase hex characters")
+    return list(dict.fromkeys(keys))
+
+
+def upload(client: Client, store: Store, keys: list[str], force: bool,
+           report: Callable[[dict], None]) -> list[dict]:
+    """Send what the server lacks (everything with ``force``), a few uploads in flight at once."""
+    on_server = {} if force or not keys else client.check(keys)
+    lock = threading.Lock()
+    rows: list[dict] = []
+
+    def done(row: dict) -> dict:
+        with lock:
+            rows.append(row)
+            report(row)
+        return row
+
+    def one(key: str) -> dict:
+        if on_server.get(key) is not None:
+            return done({"cacheKey": key, "status": "present", "filePath": on_server[key].get("filePath")})
+        entry = store.get(key)
+        audio = store.read_audio(entry) if entry else None
+        if entry is None or audio is None:
+            return done({"cacheKey": key, "status": "failed", "error": "not in the local cache (or damaged)"})
+        try:
+            reply = client.upload(entry, audio)
+        except ServerRefused as exc:
+            return done({"cacheKey": key, "status": "failed", "error": str(exc)})
+        return done({"cacheKey": key, "status": "uploaded", "filePath": reply.get("filePath"),
+                     "size": reply.get("size")})
+
+    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
+        for fut in [pool.submit(one, key) for key in keys]:
+            fut.result()  # ServerUnavailable stops the batch with its one-line reason
+    return rows
+
+
+class TeamCache:
+    """The server's part in ``speak``: best effort. The first time it cannot be reached it is
+    switched off with one warning, and the run goes on from the local cache and the provider."""
+
+    def __init__(self, url: str, token: str | None, store: Store, warn: Any) -> None:
+        self.client = Client(url, token)
+        self.store = store
+        self.warn = warn
+        self.off = False
+        self._lock = threading.Lock()
+        self._connected = False
+
+    def _skip(self, exc: NarratorError) -> None:
+        with self._lock:
+            if not self.off:
+                self.off = True
+                self.warn(f"team cache skipped: {exc}")
+
+    def _ready(self) -> Client | None:
+        with self._lock:
+            if self.off:
+                return None
+            if not self._connected:
+                try:
+                    self.client.connect()
+                except ServerUnavailable as exc:
+                    self.off = True
+                    self.warn(f"team cache skipped: {exc}")
+                    return None
+                self._connected = True
+        return self.client
+
+    def check(self, lines: list) -> dict[str, dict]:
+        client = self._ready()
+        if client is None:
+            return {}
+        try:
+            replies = client.check(list(dict.fromkeys(line.key for line in lines)))
+        except NarratorError as exc:
+            self._skip(exc)
+            return {}
+        found = {}
+        for line in lines:
+            data = replies.get(line.key)
+            if data is None:
+                continue
+            meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            if Entry(line.key, meta, self.store.root, 0.0).holds(line.text, line.voice_id, line.model_id):
+                found[line.key] = data
+            else:
+                self.warn(f"the server's {line.key} holds another line ({str(meta.get('text', ''))[:40]!r})")
+        return found
+
+    def download(self, found: dict) -> Entry | None:
+        if self.off:
+            return None
+        try:
+            return self.client.download(self.store, found)
+        except ServerUnavailable as exc:
+            self._skip(exc)
+        except (ServerRefused, OSError) as exc:
+            self.warn(str(exc))
+        return None
+
+    def upload(self, entry: Entry) -> None:
+        client = self._ready()
+        if client is None:
+            return
+        audio = self.store.read_audio(entry)
+        if audio is None:
+            return
+        try:
+            client.upload(entry, audio)
+        except ServerUnavailable as exc:
+            self._skip(exc)
+        except ServerRefused as exc:
+            self.warn(str(exc))
+
+    def close(self) -> None:
+        self.client.close()
