@@ -52,11 +52,15 @@ class ElevenLabsProvider:
 
     def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, output_format: str = DEFAULT_FORMAT,
                  timeout: float = 60.0, retries: int = 4, backoff: float = 1.0, concurrency: int = 8) -> None:
+        api_key = api_key.strip()  # a pasted key often ends in a newline; h11 refuses such a header value
         if not api_key:
             raise UsageError(
                 "the elevenlabs provider needs an API key: set ELEVENLABS_API_KEY "
                 "or api_key in your user config (never in narrator.toml)"
             )
+        if not all("!" <= c <= "~" for c in api_key):  # else httpx fails late and misleadingly, key unnamed
+            raise UsageError("the ElevenLabs API key is malformed (spaces or non-ASCII characters): "
+                             "check ELEVENLABS_API_KEY or api_key in your user config")
         codec = output_format.split("_", 1)[0]
         if codec not in FORMAT_MIME or codec in ("pcm", "wav"):
             raise UsageError(f"unsupported ElevenLabs output_format {output_format!r} (use an mp3_* or opus_* format)")
@@ -65,6 +69,7 @@ class ElevenLabsProvider:
         self.retries = retries
         self.backoff = backoff
         self.limit = ConcurrencyLimit(concurrency)
+        self.auth_failure: str | None = None  # once the key is refused, no further call is made with it
         self.client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"xi-api-key": api_key, "accept": self.mime},
@@ -75,6 +80,8 @@ class ElevenLabsProvider:
     def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis:
         path = f"/v1/text-to-speech/{_segment(voice_id)}"
         body = {"text": text, "model_id": model_id}
+        if self.auth_failure:
+            raise ProviderAuthError(self.auth_failure)
         for attempt in range(self.retries + 1):
             with self.limit:
                 try:
@@ -109,7 +116,8 @@ class ElevenLabsProvider:
         status, detail = _detail(resp)
         code = resp.status_code
         if code == 401:
-            raise ProviderAuthError(f"ElevenLabs rejected the API key (401){': ' + detail if detail else ''}")
+            self.auth_failure = f"ElevenLabs rejected the API key (401){': ' + detail if detail else ''}"
+            raise ProviderAuthError(self.auth_failure)
         if code == 429 or code >= 500:
             if status == "too_many_concurrent_requests":
                 self.limit.lower()
