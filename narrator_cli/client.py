@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -182,21 +182,26 @@ class Client:
                     fut.set_exception(ServerUnavailable(why))
 
     def _request(self, kind: str, key: str, event: str, data: dict | str) -> Future:
+        return self._requests(kind, [(key, data if isinstance(data, str) else protocol.encode(event, data))])[0]
+
+    def _requests(self, kind: str, messages: list[tuple[str, str]]) -> list[Future]:
+        """Queue replies for (key, message) pairs, then send them all in one write."""
         if self._broken:
             raise ServerUnavailable(self._broken)
         if self._sock is None:
             raise ServerUnavailable(f"not connected to {self.url}")
-        fut: Future = Future()
+        futures: list[Future] = [Future() for _ in messages]
         with self._pending_lock:
-            self._pending.setdefault((kind, key), deque()).append(fut)
-        message = data if isinstance(data, str) else protocol.encode(event, data)
+            for (key, _), fut in zip(messages, futures):
+                self._pending.setdefault((kind, key), deque()).append(fut)
         try:
             with self._lock:
-                self._conn.send_text(message)
+                for _, message in messages:
+                    self._conn.send_text(message)
                 self._sock.sendall(self._conn.data_to_send())
         except OSError:
             self._fail_all(f"lost the connection to {self.url}")
-        return fut
+        return futures
 
     def _wait(self, fut: Future, kind: str, key: str, timeout: float) -> tuple[str, dict]:
         try:
@@ -209,9 +214,11 @@ class Client:
     # --- the events ---------------------------------------------------------------------
     def check(self, keys: list[str]) -> dict[str, dict | None]:
         """key -> the server's audio-exists data, or None; all keys in flight at once."""
-        futures = [(key, self._request("check", key, protocol.CHECK_AUDIO, {"cacheKey": key})) for key in keys]
+        sent = self._requests("check", [(key, protocol.encode(protocol.CHECK_AUDIO, {"cacheKey": key}))
+                                        for key in keys])
+        wait(sent, self.timeout)  # one wake-up for the batch, not one per reply
         found: dict[str, dict | None] = {}
-        for key, fut in futures:
+        for key, fut in zip(keys, sent):
             event, data = self._wait(fut, "check", key, self.timeout)
             if event == protocol.ERROR:
                 raise ServerRefused(f"the server refused to check {key}: {data.get('error')}")

@@ -1,0 +1,108 @@
+"""Benchmarks for the team cache from the command line (issue: check/upload). Prints figures
+next to their references, measured in the same run against a real `narrator serve` on 127.0.0.1.
+
+1. Checking 500 keys on the server: pipelined on one connection (what `narrator check` does)
+   against 500 sequential round trips on the same kind of connection (target: at least 10x);
+   and the whole `narrator check --file` command on a 500-line script, start-up included.
+2. `narrator upload --all` of 200 local entries to an empty server.
+
+Loops are bounded; everything lives in a temporary folder. Run:
+    python benchmarks/bench_team.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from audio_fixtures import make_wav  # noqa: E402
+
+from narrator_cli.client import Client  # noqa: E402
+from narrator_cli.keys import cache_key  # noqa: E402
+from narrator_cli.store import Store  # noqa: E402
+
+NARRATOR = [sys.executable, "-c", "from narrator_cli.cli import main; main()"]
+
+
+def serve(cache: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([*NARRATOR, "serve", "--port", "0", "--quiet", "--json-log", "--audio-path", str(cache),
+                             "--max-age", "never"], stderr=subprocess.PIPE, text=True)
+    for _ in range(5):
+        line = proc.stderr.readline()
+        if '"listening"' in line:
+            return proc, json.loads(line)["url"]
+    proc.kill()
+    raise SystemExit("narrator serve did not start")
+
+
+def fill(store: Store, lines: list[str]) -> list[str]:
+    audio = make_wav(0.5)
+    keys = []
+    for text in lines:
+        key = cache_key(text, "mock", "120")
+        store.put(key, audio, "audio/wav", 0.5, {"text": text, "voiceId": "mock", "modelId": "120"})
+        keys.append(key)
+    return keys
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lines = [f"Line {i}: narration that the whole team shares." for i in range(500)]
+        keys = fill(Store(root / "server"), lines)
+        (root / "script.txt").write_text("\n".join(lines) + "\n")
+        proc, url = serve(root / "server")
+        env = {**os.environ, "NARRATOR_PROVIDER": "mock", "NARRATOR_SERVER": url,
+               "NARRATOR_CONFIG": str(root / "none.toml")}
+        try:
+            with Client(url) as client:
+                client.check(keys[:50])  # warm up
+                pipelined = min(timed(lambda: client.check(keys)) for _ in range(5))
+                sequential = min(timed(lambda: [client.check([k]) for k in keys]) for _ in range(3))
+            command = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                r = subprocess.run([*NARRATOR, "check", "--file", "script.txt", "--json"], cwd=root, env=env,
+                                   capture_output=True, text=True, timeout=60)
+                command.append(time.perf_counter() - t0)
+                assert r.returncode == 0, r.stderr
+            print(f"narrator serve at {url}; {os.cpu_count()} cores; best of several runs")
+            print(f"  check 500 keys, pipelined on 1 connection    {pipelined * 1e3:8.1f} ms")
+            print(f"  check 500 keys, 500 sequential round trips    {sequential * 1e3:8.1f} ms   "
+                  f"pipelined is {sequential / pipelined:.1f}x faster (target >= 10x)")
+            print(f"  `narrator check --file` 500 lines, whole command {min(command) * 1e3:6.0f} ms "
+                  "(Python start-up and imports included)")
+
+            member = root / "member"
+            fill(Store(member / "audio-cache"), [f"Upload line {i}." for i in range(200)])
+            t0 = time.perf_counter()
+            r = subprocess.run([*NARRATOR, "upload", "--all", "--json"], cwd=member, env=env, capture_output=True,
+                               text=True, timeout=120)
+            upload = time.perf_counter() - t0
+            assert r.returncode == 0, r.stderr
+            statuses = [json.loads(line)["status"] for line in r.stdout.splitlines()]
+            assert statuses.count("uploaded") == 200, statuses
+            size = sum(e.size for e in Store(member / "audio-cache").scan().entries)
+            print(f"  `narrator upload --all`, 200 entries ({size / 1e6:.1f} MB) {upload * 1e3:8.0f} ms "
+                  f"({200 / upload:.0f} entries/s)")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
