@@ -3,6 +3,7 @@
 1. A cache-hit `narrator speak` against `python -c "import typer"` (target: at most 1.25x).
 2. A 100-line cold batch against a local fake ElevenLabs with 200 ms latency at concurrency 8,
    against the ideal ceil(100/8) * 0.2 s (target: within 1.3x).
+3. `narrator stats` on 20,000 entries against reading every metadata file (target: under 2 s).
 
 Everything runs on 127.0.0.1 in temporary folders; loops are bounded. Run:
     python benchmarks/bench_speak.py [--runs 30]
@@ -83,9 +84,33 @@ def bench_batch(lines: int, concurrency: int, latency: float) -> None:
               f"provider saw {fake.request_count} requests")
 
 
+def bench_stats(entries: int) -> None:
+    """`narrator stats` on a large cache, against the least any tool must do: read every metadata file."""
+    from audio_fixtures import make_wav
+
+    from narrator_cli.store import Store
+
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # fsync is free there: filling takes seconds, not minutes
+    with tempfile.TemporaryDirectory(dir=shm) as tmp:
+        store = Store(Path(tmp) / "audio-cache")
+        audio = make_wav(0.05)
+        for i in range(entries):
+            store.put(f"{i:08x}", audio, "audio/wav", 0.05, {"text": f"line {i}", "voiceId": "v", "modelId": "m"})
+        env = clean_env(tmp)
+        read_all = [sys.executable, "-c", "import json, os, sys; d = sys.argv[1]; "
+                    "[json.load(open(os.path.join(d, n))) for n in os.listdir(d) if n.endswith('.json')]",
+                    str(store.root)]
+        stats_cmd = [*narrator_cmd(), "stats", "--json"]
+        took = min(timed(stats_cmd, env, tmp) for _ in range(3))
+        ref = min(timed(read_all, env, tmp) for _ in range(3))
+        print(f"stats, {entries} entries  {took:.2f} s   reading every metadata file {ref:.2f} s   "
+              f"ratio {took / ref:.2f}x (target: under 2 s)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     bench_hit(min(args.runs, 200))
     bench_batch(100, 8, 0.2)
+    bench_stats(20_000)
