@@ -28,6 +28,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line 
 PathOpt = Annotated[Optional[Path], typer.Option("--audio-path", help="Cache folder [default: ./audio-cache].")]
 ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Team cache server URL (or NARRATOR_SERVER).", show_default=False)]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Server token (better: NARRATOR_TOKEN).", show_default=False)]
+VoiceOpt = Annotated[Optional[str], typer.Option(help="Voice id.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Model id.")]
+NoServerOpt = Annotated[bool, typer.Option("--no-server", help="Do not use the team cache server.")]
 FileOpt = Annotated[Optional[Path], typer.Option("--file", "-f", help="Script: one narration per non-empty line ('-' for stdin).")]
 
 
@@ -67,27 +70,24 @@ def speak(
     text: Annotated[Optional[list[str]], typer.Argument(help="Lines to speak, each one narration.")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Script: one narration per non-empty line ('-' for stdin).")] = None,
     provider: Annotated[Optional[str], typer.Option(help="elevenlabs, espeak or mock [default: espeak].")] = None,
-    voice: Annotated[Optional[str], typer.Option(help="Voice id.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model id.")] = None,
+    voice: VoiceOpt = None,
+    model: ModelOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Regenerate even when cached.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also copy the audio here (a folder for several lines).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=64, help="Provider calls at once [default: 4].")] = None,
     server: ServerOpt = None,
-    no_server: Annotated[bool, typer.Option("--no-server", help="Do not use the team cache server.")] = False,
+    no_server: NoServerOpt = False,
     token: TokenOpt = None,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Speak lines: from this run, the cache, the team server, or the provider; print key, status, duration, file."""
     from . import resolve as core
-    from .providers import key_params
 
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
                                 concurrency=concurrency, server=server, token=token)
-        texts = list(text or []) + (read_script(file) if file else [])
-        voice_id, model_id = key_params(settings.provider, settings.get("voice"), settings.get("model"))
-        lines = core.plan(texts, voice_id, model_id)
+        lines = _texts_to_lines(settings, list(text or []) + (read_script(file) if file else []))
         store = store_for(settings)
         name = settings.provider
 
@@ -220,16 +220,15 @@ def check(
     key: Annotated[Optional[list[str]], typer.Option("--key", "-k", help="A cache key to look for (repeatable).")] = None,
     file: FileOpt = None,
     provider: Annotated[Optional[str], typer.Option(help="Provider whose keys the texts get.")] = None,
-    voice: Annotated[Optional[str], typer.Option(help="Voice id.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model id.")] = None,
+    voice: VoiceOpt = None,
+    model: ModelOpt = None,
     server: ServerOpt = None,
-    no_server: Annotated[bool, typer.Option("--no-server", help="Only the local cache.")] = False,
+    no_server: NoServerOpt = False,
     token: TokenOpt = None,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error."""
-    from .client import ServerUnavailable
     from .keys import is_key
     from .resolve import lookup
 
@@ -255,8 +254,8 @@ def check(
                 meta = (found.get(row["cacheKey"]) or {}).get("metadata") or {}
                 row["server"] = found.get(row["cacheKey"]) is not None and (
                     "text" not in row or meta.get("text", row["text"]) == row["text"])
-    except (NarratorError, ServerUnavailable) as exc:
-        raise fail(exc if isinstance(exc, ServerUnavailable) else exc) from None
+    except NarratorError as exc:
+        raise fail(exc) from None
     where = "server" if client is not None else "local"
     for row in rows:
         if as_json:
