@@ -12,7 +12,7 @@ import binascii
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .keys import is_key
 from .store import MIME_EXT, Entry, Store
@@ -63,6 +63,13 @@ def decode(message: str | bytes | bytearray) -> tuple[str, dict]:
     out first (base64 needs no JSON unescaping), the small rest is parsed, and
     the URL comes back as a zero-copy memoryview in ``data["data"]``.
     """
+    event, data, _ = decode_located(message)
+    return event, data
+
+
+def decode_located(message: str | bytes | bytearray) -> tuple[str, dict, int | None]:
+    """``decode``, plus the offset in ``message`` of the data URL's first character
+    when it was spliced out (``data["data"]`` is then a view of exactly that URL), else None."""
     if len(message) > SPLICE_OVER and not isinstance(message, str):
         spliced = _splice(message)
         if spliced is not None:
@@ -71,24 +78,24 @@ def decode(message: str | bytes | bytearray) -> tuple[str, dict]:
         obj = json.loads(message)
     except (ValueError, RecursionError):
         raise BadMessage("invalid JSON") from None
-    return _custom(obj)
+    event, data = _custom(obj)
+    return event, data, None
 
 
-def _splice(message: bytes | bytearray) -> tuple[str, dict] | None:
+def _splice(message: bytes | bytearray) -> tuple[str, dict, int] | None:
     start = message.find(b'"data:')
     end = message.find(b'"', start + 1) if start >= 0 else -1
     if end < 0 or message.find(b"\\", start, end) >= 0:
         return None
-    view = memoryview(message)
     try:
-        obj = json.loads(bytes(view[:start]) + _HOLE + bytes(view[end + 1:]))
+        obj = json.loads(b"".join((message[:start], _HOLE, message[end + 1:])))
     except (ValueError, RecursionError):
         raise BadMessage("invalid JSON") from None
     event, data = _custom(obj)
     if data.get("data") != _HOLE_TEXT:
         return None  # the URL was somewhere else: parse the plain way
-    data["data"] = view[start + 1:end]
-    return event, data
+    data["data"] = memoryview(message)[start + 1:end]
+    return event, data, start + 1
 
 
 SPLICE_OVER = 1 << 20
@@ -183,6 +190,104 @@ def _now() -> float:
     return time.time()
 
 
+_PAD = ord("=")
+STREAM_MIN = 1 << 18  # base64 characters worth a decode step while a message arrives
+STREAM_FIND = 1 << 16  # the data URL must start within this many bytes of the message
+
+
+class StreamedHead(NamedTuple):
+    """What an ``UploadStream`` decoded: the audio of the first ``chars`` base64 characters, in parts."""
+
+    parts: list[bytes]
+    chars: int
+
+
+class UploadStream:
+    """Decodes the base64 of a large upload's data URL while the message is still arriving.
+
+    ``buf`` is the message payload being assembled (``ws.Connection.partial``):
+    it only grows, and it is read here between arrivals, never kept as a view.
+    The stream finds the data URL the way ``decode`` will (the first ``"data:``,
+    the comma ``_base64_of`` would take), then decodes each newly arrived
+    4-character-aligned region strictly, stopping at the closing quote. On
+    anything unexpected it gives up: the whole message is then decoded the
+    normal way, which also produces the error reply. ``take`` hands the decoded
+    head over only if it is exactly the start of the base64 the message holds.
+    """
+
+    def __init__(self, buf: bytearray, max_chars: int) -> None:
+        self.buf: bytearray | None = buf
+        self.max_chars = max_chars
+        self.url = -1  # offset of the data URL's first character
+        self.begin = -1  # offset of its first base64 character
+        self.pos = -1  # offset of the first character not decoded yet
+        self.parts: list[bytes] = []
+        self.done = False  # reached the closing quote
+        self.failed = False
+
+    def step(self, budget: int = B64_CHUNK) -> None:
+        """Decode what has arrived, at most ``budget`` characters (so one step stays short)."""
+        buf = self.buf
+        if buf is None or self.failed or self.done:
+            return
+        if self.begin < 0 and not self._find(buf):
+            return
+        avail = min(len(buf), self.pos + budget)
+        quote = buf.find(b'"', self.pos, avail)
+        if quote >= 0:
+            stop, final = quote, True
+            if (stop - self.begin) % 4:
+                return self._give_up()
+        else:  # keep the last quad back: it may hold the padding, which only the end may have
+            stop, final = self.pos + (avail - self.pos) // 4 * 4 - 4, False
+            if stop - self.pos < STREAM_MIN:
+                return
+        if stop - self.begin > self.max_chars:
+            return self._give_up()
+        try:
+            with memoryview(buf)[self.pos:stop] as piece:
+                if not final and piece[-1] == _PAD:
+                    raise ValueError("padding before the end")
+                if stop > self.pos:
+                    self.parts.append(binascii.a2b_base64(piece, strict_mode=True))
+        except (binascii.Error, ValueError):
+            return self._give_up()
+        self.pos = stop
+        self.done = final
+
+    def _give_up(self) -> None:
+        self.failed, self.parts = True, []
+
+    def _find(self, buf: bytearray) -> bool:
+        quote = buf.find(b'"data:', 0, STREAM_FIND)
+        if quote < 0:
+            self.failed = len(buf) >= STREAM_FIND
+            return False
+        url = quote + 1
+        head = bytes(buf[url:url + URL_HEAD])
+        end = head.find(b'"')
+        if end >= 0:
+            head = head[:end]
+        elif len(head) < URL_HEAD:
+            return False  # wait for the whole head
+        begin = _base64_start(head)
+        if begin is None:
+            self.failed = True
+            return False
+        self.url, self.begin = url, url + begin
+        self.pos = self.begin
+        return True
+
+    def take(self, message: bytes | bytearray, url_at: int | None, b64_len: int) -> StreamedHead | None:
+        """The decoded head, if this stream read ``message`` and its data URL starts at ``url_at``
+        (from ``decode_located``) with ``b64_len`` base64 characters; None otherwise. Ends the stream."""
+        ok = (not self.failed and self.buf is message and url_at is not None and url_at == self.url
+              and self.begin >= 0 and self.pos - self.begin <= b64_len)
+        head = StreamedHead(self.parts, self.pos - self.begin) if ok else None
+        self.buf, self.parts, self.failed = None, [], True
+        return head
+
+
 class Handler:
     """Answers the narrator events over an index. Cheap events are plain calls;
     an upload is a generator that yields between steps so the server can serve
@@ -238,23 +343,36 @@ class Handler:
             raise BadMessage("metadata must be an object", key, UPLOAD_ERROR)
         return key, mime, b64, meta
 
-    def decode_steps(self, key: str, b64: memoryview) -> Iterator[bytes | None]:
-        """Decode base64 a bounded chunk at a time; yields None between chunks, the bytes last."""
+    def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None) -> Iterator[bytes | None]:
+        """Decode base64 a bounded chunk at a time; yields None between chunks, the bytes last.
+
+        ``head``: the start of ``b64`` an ``UploadStream`` already decoded (strictly, as here).
+        """
         if len(b64) % 4:
             raise BadMessage("invalid base64 data", key, UPLOAD_ERROR)
-        parts = []
+        parts, skip = (list(head.parts), head.chars) if head is not None else ([], 0)
         try:
-            for start in range(0, len(b64), B64_CHUNK):
-                parts.append(binascii.a2b_base64(b64[start:start + B64_CHUNK], strict_mode=True))
+            for start in range(skip, len(b64), B64_CHUNK):
+                piece = b64[start:start + B64_CHUNK]
+                if start + B64_CHUNK < len(b64) and piece[-1] == _PAD:
+                    raise ValueError("padding before the end")  # strict mode sees one chunk, not this
+                parts.append(binascii.a2b_base64(piece, strict_mode=True))
+                del piece
                 yield None
         except (binascii.Error, ValueError):
             raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
-        audio = b"".join(parts)
+        del b64, head  # the message buffer can go before the parts are joined
+        audio = parts[0] if len(parts) == 1 else b"".join(parts)
+        del parts
         if len(audio) > self.max_file_size:
             raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key, UPLOAD_ERROR)
         if not audio:
             raise BadMessage("empty audio", key, UPLOAD_ERROR)
         yield audio
+
+    def upload_stream(self, buf: bytearray) -> UploadStream:
+        """A decoder for the data URL of the upload arriving in ``buf``, bounded by the size limit."""
+        return UploadStream(buf, (self.max_file_size + 2) // 3 * 4)
 
     def store_upload(self, key: str, mime: str, audio: bytes, meta: dict) -> str:
         """Measure, store, index; the success reply. Blocking: run it off the event loop."""
@@ -301,11 +419,19 @@ def _base64_of(url: object) -> memoryview | None:
     if not isinstance(url, (bytes, memoryview)):
         return None
     view = memoryview(url)
-    comma = bytes(view[:128]).find(b",")
-    head = bytes(view[:comma])
-    if comma < 0 or not head.startswith(b"data:") or not head.endswith(b";base64"):
+    begin = _base64_start(bytes(view[:URL_HEAD]))
+    return None if begin is None else view[begin:]
+
+
+URL_HEAD = 128  # "data:<mime>;base64," must end within this many characters
+
+
+def _base64_start(head: bytes) -> int | None:
+    """Where the base64 starts in a data URL, given its first ``URL_HEAD`` characters (or all, if shorter)."""
+    comma = head.find(b",")
+    if comma < 0 or not head.startswith(b"data:") or not head.endswith(b";base64", 0, comma):
         return None
-    return view[comma + 1:]
+    return comma + 1
 
 
 def _key_of(data: dict) -> str | None:

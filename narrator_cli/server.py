@@ -333,15 +333,13 @@ class Server:
     async def _websocket(self, conn: ws.Connection, data: bytes, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         tasks: set[asyncio.Task] = set()
+        stream: protocol.UploadStream | None = None
         if data:
             conn.receive_data(data)  # frames that came with the handshake
         try:
             while True:
-                for event in conn.events():
-                    if isinstance(event, ws.Message):
-                        self._on_message(conn, event, writer, tasks)
-                    elif isinstance(event, ws.Close) and event.code not in (1000, 1001, 1005, 1006, None):
-                        self.log("refused", f"WebSocket closed with {event.code}: {event.reason}")
+                stream = self._dispatch(conn, writer, tasks, stream)
+                stream = self._stream(conn, stream)
                 out = conn.data_to_send()
                 if out:
                     writer.write(out)
@@ -362,15 +360,42 @@ class Server:
             for task in tasks:
                 task.cancel()
 
+    def _dispatch(self, conn: ws.Connection, writer: asyncio.StreamWriter, tasks: set[asyncio.Task],
+                  stream: protocol.UploadStream | None) -> protocol.UploadStream | None:
+        """Act on the codec's events. A method of its own so that no local keeps a message
+        (tens of MB for an upload) alive while the connection waits for more."""
+        for event in conn.events():
+            if isinstance(event, ws.Message):
+                if stream is not None and stream.buf is event.data:
+                    self._on_message(conn, event, writer, tasks, stream)
+                    stream = None
+                else:
+                    self._on_message(conn, event, writer, tasks, None)
+            elif isinstance(event, ws.Close) and event.code not in (1000, 1001, 1005, 1006, None):
+                self.log("refused", f"WebSocket closed with {event.code}: {event.reason}")
+        return stream
+
+    def _stream(self, conn: ws.Connection, stream: protocol.UploadStream | None) -> protocol.UploadStream | None:
+        """While a large text message arrives, decode the base64 already in: the decode
+        then overlaps the receive instead of following it. One bounded step per read."""
+        buf = conn.partial
+        if buf is None or len(buf) <= protocol.SPLICE_OVER:
+            return None
+        if stream is None or stream.buf is not buf:
+            stream = self.handler.upload_stream(buf)
+        stream.step()
+        return stream
+
     def _on_message(self, conn: ws.Connection, message: ws.Message, writer: asyncio.StreamWriter,
-                    tasks: set[asyncio.Task]) -> None:
+                    tasks: set[asyncio.Task], stream: protocol.UploadStream | None = None) -> None:
         try:
             if not message.text:
                 raise protocol.BadMessage("expected a JSON text message")
-            event, data = protocol.decode(message.data)
+            event, data, url_at = protocol.decode_located(message.data)
             if event == protocol.UPLOAD_AUDIO:
                 key, mime, b64, meta = self.handler.parse_upload(data)
-                task = asyncio.create_task(self._upload(conn, writer, key, mime, b64, meta))
+                head = stream.take(message.data, url_at, len(b64)) if stream is not None else None
+                task = asyncio.create_task(self._upload(conn, writer, key, mime, b64, meta, head))
                 tasks.add(task)
                 self.uploads.add(task)
                 task.add_done_callback(tasks.discard)
@@ -383,18 +408,23 @@ class Server:
         except protocol.BadMessage as exc:
             self.log("refused", str(exc), cacheKey=exc.cache_key)
             reply = exc.reply()
+        finally:
+            if stream is not None:
+                stream.take(b"", None, 0)  # done with it either way: drop its parts and the buffer
         conn.send_text(reply)
 
     async def _upload(self, conn: ws.Connection, writer: asyncio.StreamWriter, key: str, mime: str, b64: memoryview,
-                      meta: dict) -> None:
+                      meta: dict, head: protocol.StreamedHead | None = None) -> None:
         try:
             audio = None
-            for step in self.handler.decode_steps(key, b64):
+            steps = self.handler.decode_steps(key, b64, head)
+            del b64, head  # the generator holds them only as long as it needs them
+            for step in steps:
                 if step is None:
                     await asyncio.sleep(0)
                 else:
                     audio = step
-            del b64
+            del steps
             assert audio is not None
             reply = await asyncio.to_thread(self.handler.store_upload, key, mime, audio, meta)
             self.log("upload", f"{key} ({len(audio)} bytes, {mime})", cacheKey=key, size=len(audio))

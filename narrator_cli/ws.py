@@ -165,6 +165,16 @@ class Connection:
     def close_sent(self) -> bool:
         return self._close_sent
 
+    @property
+    def partial(self) -> bytearray | None:
+        """The payload received so far of the text message being assembled (across its
+        fragments), or None when none is. The very buffer the ``Message`` will carry,
+        so a consumer can tell it by identity; read it, never write it, and never keep a
+        memoryview of it across ``receive_data``: a live export stops it growing (BufferError)."""
+        if self._closed or self._msg_opcode != OP_TEXT:
+            return None
+        return self._msg
+
     # --- input ----------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Parse what the peer sent; ``b""`` means the peer closed the stream."""

@@ -187,3 +187,124 @@ def test_eviction_removes_least_recently_used(tmp_path):
     assert [e.key for e in evicted] == ["0000000b"]
     assert sorted(e.key for e in store.scan().entries) == ["0000000a", "0000000c"]
     assert handler.evict(None) == [] and handler.evict(10 * size) == []
+
+
+# --- streamed decode of an upload that is still arriving ---------------------------------------
+def upload_raw(audio: bytes, before: dict | None = None) -> bytes:
+    fields = {**(before or {}), "cacheKey": "0000abcd", "mimeType": "audio/mpeg", "data": data_url(audio)}
+    return json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO, "data": fields}).encode()
+
+
+def stream_in(handler: Handler, raw: bytes, piece: int) -> tuple[bytearray, protocol.UploadStream]:
+    """Feed ``raw`` into a growing buffer ``piece`` bytes at a time, stepping a stream after each."""
+    buf = bytearray()
+    stream = handler.upload_stream(buf)
+    for start in range(0, len(raw), piece):
+        buf += raw[start:start + piece]
+        stream.step()
+    return buf, stream
+
+
+def finish(handler: Handler, buf: bytearray, stream: protocol.UploadStream):
+    event, data, url_at = protocol.decode_located(buf)
+    key, mime, b64, meta = handler.parse_upload(data)
+    head = stream.take(buf, url_at, len(b64))
+    *_, audio = handler.decode_steps(key, b64, head)
+    return head, audio
+
+
+@pytest.mark.parametrize("piece", [300_001, 1 << 20, 5 << 20])
+def test_streamed_decode_gives_the_same_audio(handler, piece):
+    handler.max_file_size = 4 << 20
+    audio = make_mp3(150)  # ~2.4 MB: ~3.2 MB of base64
+    buf, stream = stream_in(handler, upload_raw(audio), piece)
+    head, out = finish(handler, buf, stream)
+    assert head is not None and head.chars > 0 and out == audio
+    assert stream.buf is None and stream.parts == []  # taken: it holds nothing any more
+
+
+def test_stream_reaching_the_closing_quote_leaves_nothing_to_decode(handler):
+    handler.max_file_size = 4 << 20
+    audio = make_mp3(100)
+    raw = upload_raw(audio)
+    buf = bytearray(raw)
+    stream = handler.upload_stream(buf)
+    while not stream.done:
+        stream.step(budget=1 << 20)
+    head, out = finish(handler, buf, stream)
+    assert head.chars == len(base64.b64encode(audio)) and out == audio
+
+
+@pytest.mark.parametrize("bad", [b"!", b"="])
+def test_invalid_base64_in_the_middle_of_a_stream_is_refused(handler, bad):
+    handler.max_file_size = 4 << 20
+    raw = bytearray(upload_raw(make_mp3(150)))
+    raw[len(raw) // 2] = bad[0]
+    buf, stream = stream_in(handler, bytes(raw), 400_000)
+    assert stream.failed
+    event, data, url_at = protocol.decode_located(buf)
+    key, mime, b64, meta = handler.parse_upload(data)
+    assert stream.take(buf, url_at, len(b64)) is None
+    with pytest.raises(BadMessage, match="invalid base64"):
+        list(handler.decode_steps(key, b64))
+    assert handler.index.get("0000abcd") is None
+
+
+def test_backslash_in_the_base64_stops_the_stream(handler):
+    handler.max_file_size = 4 << 20
+    raw = bytearray(upload_raw(make_mp3(150)))
+    raw[len(raw) // 2:len(raw) // 2 + 2] = b"\\/"  # JSON's escaped slash: only json.loads may read it
+    _, stream = stream_in(handler, bytes(raw), 400_000)
+    assert stream.failed and not stream.parts
+
+
+def test_data_url_in_an_unexpected_place_is_not_taken_from_the_stream(handler):
+    handler.max_file_size = 4 << 20
+    audio = make_mp3(150)
+    decoy = {"metadata": {"note": "data:text/plain;base64,QUFB"}}  # the first "data: is not the upload
+    buf, stream = stream_in(handler, upload_raw(audio, decoy), 500_000)
+    head, out = finish(handler, buf, stream)
+    assert head is None and out == audio  # the whole thing decoded the normal way
+
+
+def test_stream_of_another_message_is_not_taken(handler):
+    handler.max_file_size = 4 << 20
+    audio = make_mp3(150)
+    buf, stream = stream_in(handler, upload_raw(audio), 500_000)
+    other = bytearray(buf)
+    event, data, url_at = protocol.decode_located(other)
+    key, mime, b64, meta = handler.parse_upload(data)
+    assert stream.take(other, url_at, len(b64)) is None
+
+
+def test_stream_gives_up_when_the_data_url_starts_late_or_is_no_base64(handler):
+    handler.max_file_size = 4 << 20
+    late = upload_raw(make_mp3(150), {"metadata": {"text": "x" * protocol.STREAM_FIND}})
+    _, stream = stream_in(handler, late, 500_000)
+    assert stream.failed and not stream.parts
+    plain = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO,
+                        "data": {"data": "data:audio/mpeg," + "A" * (2 << 20)}}).encode()
+    _, stream = stream_in(handler, plain, 500_000)
+    assert stream.failed
+
+
+def test_stream_stops_at_the_size_limit(handler):
+    handler.max_file_size = 1 << 20
+    _, stream = stream_in(handler, upload_raw(make_mp3(150)), 300_000)
+    assert stream.failed and not stream.parts
+
+
+def test_padding_at_a_chunk_boundary_is_invalid(handler, monkeypatch):
+    monkeypatch.setattr(protocol, "B64_CHUNK", 8)
+    b64 = memoryview(b"QUFBQQ==QUFBQUFB")  # valid chunk by chunk, not as a whole
+    with pytest.raises(BadMessage, match="invalid base64"):
+        list(handler.decode_steps("0000abcd", b64))
+    assert list(handler.decode_steps("0000abcd", memoryview(b"QUFBQUFBQQ==")))[-1] == b"AAAAAAA"
+
+
+def test_decode_located_reports_where_the_spliced_url_starts():
+    audio = make_mp3(90)
+    raw = upload_raw(audio)
+    event, data, url_at = protocol.decode_located(raw)
+    assert url_at == raw.index(b'"data:') + 1 and bytes(data["data"]) == data_url(audio).encode()
+    assert protocol.decode_located(message(protocol.CHECK_AVAILABLE))[2] is None

@@ -551,3 +551,78 @@ def test_non_loopback_bind_gets_a_generated_token(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert "token for this server" in lines[0] and len(lines[0].rsplit(" ", 1)[1]) >= 32
     assert r.returncode == 1 and lines[-1].startswith("narrator: error: cannot serve on 192.0.2.1")
+
+
+# --- large uploads: base64 decoded while the message arrives ----------------------------------
+@pytest.fixture
+def taken(monkeypatch):
+    """What each UploadStream.take handed over (None: the upload was decoded the normal way)."""
+    heads = []
+    original = protocol.UploadStream.take
+
+    def take(self, message, url_at, b64_len):
+        head = original(self, message, url_at, b64_len)
+        if b64_len:
+            heads.append(head)
+        return head
+
+    monkeypatch.setattr(protocol.UploadStream, "take", take)
+    return heads
+
+
+def send_in_pieces(sock: socket.socket, frames: list[bytes], pieces: int = 6) -> None:
+    """Frames written in a few pieces with pauses, so the server sees the message grow."""
+    data = b"".join(frames)
+    step = len(data) // pieces + 1
+    for start in range(0, len(data), step):
+        sock.sendall(data[start:start + step])
+        time.sleep(0.05)
+
+
+def upload_bytes(key: str, audio: bytes, **extra) -> bytes:
+    return json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO,
+                       "data": {**extra, **upload_msg(key, audio, text="streamed")}}).encode()
+
+
+@pytest.mark.parametrize("fragments", [1, 5])
+def test_large_upload_decoded_while_arriving_is_stored_byte_identical(srv, taken, fragments):
+    audio = make_mp3(200)  # ~3.2 MB
+    raw = upload_bytes("0000beef", audio)
+    cut = len(raw) // fragments + 1
+    parts = [raw[i:i + cut] for i in range(0, len(raw), cut)]
+    frames = [frame(1 if i == 0 else 0, p, fin=i == len(parts) - 1) for i, p in enumerate(parts)]
+    sock = raw_ws(srv.port)
+    send_in_pieces(sock, frames)
+    opcode, payload = read_frame(sock)
+    event, data = json.loads(payload)["event"], json.loads(payload)["data"]
+    assert event == protocol.UPLOAD_SUCCESS and data["size"] == len(audio)
+    assert len(taken) == 1 and taken[0] is not None and taken[0].chars > 0  # the streamed path was used
+    assert srv.store.read_audio(srv.store.get("0000beef")) == audio
+    no_broken(srv.store)
+
+
+def test_invalid_base64_mid_stream_is_refused_and_nothing_stored(srv, taken):
+    raw = bytearray(upload_bytes("0000beef", make_mp3(200)))
+    raw[len(raw) // 2] = ord("!")
+    sock = raw_ws(srv.port)
+    send_in_pieces(sock, [frame(1, bytes(raw))])
+    opcode, payload = read_frame(sock)
+    reply = json.loads(payload)
+    assert reply["event"] == protocol.UPLOAD_ERROR and reply["data"] == {"cacheKey": "0000beef",
+                                                                         "error": "invalid base64 data"}
+    assert taken == [None] and srv.store.get("0000beef") is None
+    no_broken(srv.store)
+    sock.sendall(frame(1, json.dumps({"type": "custom", "event": protocol.CHECK_AUDIO,
+                                      "data": {"cacheKey": "0000beef"}}).encode()))
+    assert json.loads(read_frame(sock)[1])["event"] == protocol.AUDIO_NOT_FOUND  # the connection stays
+
+
+def test_large_upload_with_the_data_url_elsewhere_falls_back(srv, taken):
+    audio = make_mp3(200)
+    raw = upload_bytes("0000beef", audio, note="data:text/plain;base64,QUFB")  # a decoy "data: first
+    assert raw.index(b'"data:text/plain') < raw.index(b'"data:audio/mpeg')
+    sock = raw_ws(srv.port)
+    send_in_pieces(sock, [frame(1, raw)])
+    reply = json.loads(read_frame(sock)[1])
+    assert reply["event"] == protocol.UPLOAD_SUCCESS
+    assert taken == [None] and srv.store.read_audio(srv.store.get("0000beef")) == audio

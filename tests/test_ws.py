@@ -585,3 +585,19 @@ def test_split_header_is_buffered_not_misread():
         assert conn.events() == []
     conn.receive_data(frame[8:])
     assert conn.events() == [Message(b"y" * 300, False)]
+
+
+def test_partial_is_the_growing_buffer_of_the_text_message_across_fragments():
+    conn = Connection(Role.SERVER)
+    assert conn.partial is None
+    conn.receive_data(masked(0x01, b"hello "))  # TEXT, not FIN
+    buf = conn.partial
+    assert buf == b"hello "
+    conn.receive_data(masked(0x00, b"big ")[:8])  # part of a continuation frame
+    assert conn.partial is buf and buf == b"hello bi"
+    conn.receive_data(masked(0x00, b"big ")[8:] + masked(0x80, b"world"))
+    [message] = conn.events()
+    assert message.data is buf and message.data == b"hello big world"
+    assert conn.partial is None
+    conn.receive_data(masked(0x02, b"\x00\x01"))  # binary: not a text message
+    assert conn.partial is None
