@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -185,8 +186,6 @@ class Index:
 
 
 def _now() -> float:
-    import time
-
     return time.time()
 
 
@@ -298,6 +297,7 @@ class Handler:
         self.index = index
         self.allowed = tuple(allowed_mime_types)
         self.max_file_size = max_file_size
+        self._replies: dict[str, tuple[dict, str]] = {}  # key -> (metadata it was made from, audio-exists reply)
 
     def max_message_size(self) -> int:
         """The largest WebSocket message an allowed upload needs (base64 plus the JSON around it)."""
@@ -318,8 +318,11 @@ class Handler:
         if entry is None:
             return encode(AUDIO_NOT_FOUND, {"cacheKey": key})
         self.index.use(entry)
-        return encode(AUDIO_EXISTS, {"cacheKey": key, "filePath": file_path(entry), "duration": entry.duration,
-                                     "metadata": entry.meta})
+        cached = self._replies.get(key)
+        if cached is None or cached[0] is not entry.meta:  # an entry's metadata object changes when it is rewritten
+            cached = self._replies[key] = (entry.meta, encode(AUDIO_EXISTS, {
+                "cacheKey": key, "filePath": file_path(entry), "duration": entry.duration, "metadata": entry.meta}))
+        return cached[1]
 
     # --- upload ----------------------------------------------------------------
     def parse_upload(self, data: dict) -> tuple[str, str, memoryview, dict]:
