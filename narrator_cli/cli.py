@@ -157,6 +157,10 @@ def _token(settings) -> str | None:  # type: ignore[no-untyped-def]
     return str(token) if token else None
 
 
+def upload_line(row: dict) -> str:
+    return f"{row['cacheKey']}  {row['status']:<9}  {row.get('error') or row.get('filePath', '')}"
+
+
 def format_result(r) -> str:  # type: ignore[no-untyped-def]
     if r.entry is None:
         return f"{r.line.key}  failed     {r.error}"
@@ -229,31 +233,30 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error."""
-    from .keys import is_key
     from .resolve import lookup
+    from .store import check_key, meta_holds
 
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
                                 token=token)
         texts = list(text or []) + (read_script(file) if file else [])
-        for k in key or []:
-            if not is_key(k):
-                raise UsageError(f"invalid key {k!r}: a key is 8 lowercase hex characters")
-        if not texts and not key:
+        keys = [check_key(k) for k in key or []]
+        if not texts and not keys:
             raise UsageError("nothing to check: give TEXT, --key or --file")
         lines = _texts_to_lines(settings, texts) if texts else []
         store = store_for(settings)
         rows = [{"cacheKey": line.key, "text": line.text, "local": lookup(store, line)[0] is not None}
                 for line in lines]
-        rows += [{"cacheKey": k, "local": store.get(k) is not None} for k in key or []]
+        rows += [{"cacheKey": k, "local": store.get(k) is not None} for k in keys]
         client = None if no_server else _server_client(settings, required=False)
         if client is not None:
             with client:
                 found = client.check(list(dict.fromkeys(r["cacheKey"] for r in rows)))
-            for row in rows:
-                meta = (found.get(row["cacheKey"]) or {}).get("metadata") or {}
-                row["server"] = found.get(row["cacheKey"]) is not None and (
-                    "text" not in row or meta.get("text", row["text"]) == row["text"])
+            for i, row in enumerate(rows):
+                reply = found.get(row["cacheKey"])
+                line = lines[i] if i < len(lines) else None  # keys given directly have no line to compare
+                row["server"] = reply is not None and (line is None or meta_holds(
+                    reply.get("metadata") or {}, line.text, line.voice_id, line.model_id))
     except NarratorError as exc:
         raise fail(exc) from None
     where = "server" if client is not None else "local"
@@ -316,7 +319,7 @@ def upload(
             if as_json:
                 emit_json(row)
             elif not progress:
-                print(f"{row['cacheKey']}  {row['status']:<9}  {row.get('error') or row.get('filePath', '')}")
+                print(upload_line(row))
 
         with client:
             try:
@@ -326,7 +329,7 @@ def upload(
                     progress.stop()
         if progress:
             for row in rows:
-                print(f"{row['cacheKey']}  {row['status']:<9}  {row.get('error') or row.get('filePath', '')}")
+                print(upload_line(row))
     except NarratorError as exc:
         raise fail(exc) from None
     if failed:

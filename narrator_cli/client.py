@@ -203,23 +203,24 @@ class Client:
             self._fail_all(f"lost the connection to {self.url}")
         return futures
 
-    def _wait(self, fut: Future, kind: str, key: str, timeout: float) -> tuple[str, dict]:
+    def _wait(self, fut: Future, kind: str, key: str, timeout: float, waited: float = 0.0) -> tuple[str, dict]:
+        """The reply, waiting ``timeout`` more seconds after ``waited`` already spent on it."""
         try:
             return fut.result(timeout)
         except FutureTimeout:
             with self._pending_lock, contextlib.suppress(KeyError, ValueError):
                 self._pending[(kind, key)].remove(fut)
-            raise ServerUnavailable(f"no reply from {self.url} within {timeout:g} s") from None
+            raise ServerUnavailable(f"no reply from {self.url} within {waited + timeout:g} s") from None
 
     # --- the events ---------------------------------------------------------------------
     def check(self, keys: list[str]) -> dict[str, dict | None]:
         """key -> the server's audio-exists data, or None; all keys in flight at once."""
         sent = self._requests("check", [(key, protocol.encode(protocol.CHECK_AUDIO, {"cacheKey": key}))
                                         for key in keys])
-        wait(sent, self.timeout)  # one wake-up for the batch, not one per reply
+        wait(sent, self.timeout)  # one wake-up for the batch, not one per reply; the time is spent by then
         found: dict[str, dict | None] = {}
         for key, fut in zip(keys, sent):
-            event, data = self._wait(fut, "check", key, self.timeout)
+            event, data = self._wait(fut, "check", key, 0, waited=self.timeout)
             if event == protocol.ERROR:
                 raise ServerRefused(f"the server refused to check {key}: {data.get('error')}")
             found[key] = data if event == protocol.AUDIO_EXISTS else None

@@ -170,7 +170,7 @@ class Index:
 
     def use(self, entry: Entry) -> None:
         """Record a use for LRU eviction; at most one disk write a minute per entry."""
-        now = _now()
+        now = time.time()
         if now - entry.mtime > TOUCH_EVERY:
             self.store.touch(entry)
             self.entries[entry.key] = entry._replace(mtime=now)
@@ -183,10 +183,6 @@ class Index:
 
     def lru(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.mtime))
-
-
-def _now() -> float:
-    return time.time()
 
 
 _PAD = ord("=")

@@ -51,17 +51,7 @@ class Entry(NamedTuple):
         return float(self.meta.get("duration") or 0.0)
 
     def holds(self, text: str, voice_id: str, model_id: str) -> bool:
-        """False when the entry records another line under this key (keys collide).
-
-        Entries written by the Motion Canvas plugin record no text; they are
-        trusted on voice and model, as that plugin trusts them.
-        """
-        m = self.meta
-        return (
-            m.get("text", text) == text
-            and m.get("voiceId", voice_id) == voice_id
-            and m.get("modelId", model_id) == model_id
-        )
+        return meta_holds(self.meta, text, voice_id, model_id)
 
 
 class Scan(NamedTuple):
@@ -74,6 +64,19 @@ class Scan(NamedTuple):
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def meta_holds(meta: dict, text: str, voice_id: str, model_id: str) -> bool:
+    """False when metadata records another line under this key (keys collide).
+
+    Entries written by the Motion Canvas plugin record no text; they are
+    trusted on voice and model, as that plugin trusts them.
+    """
+    return (
+        meta.get("text", text) == text
+        and meta.get("voiceId", voice_id) == voice_id
+        and meta.get("modelId", model_id) == model_id
+    )
 
 
 def check_key(key: str) -> str:

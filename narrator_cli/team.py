@@ -11,8 +11,7 @@ from typing import Any
 
 from .client import Client, ServerRefused, ServerUnavailable
 from .errors import NarratorError, UsageError
-from .keys import is_key
-from .store import Entry, Store
+from .store import Entry, Store, check_key, meta_holds
 
 EXT_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg"}
 UPLOADS_IN_FLIGHT = 4
@@ -46,10 +45,7 @@ def choose(store: Store, keys: list[str], everything: bool) -> list[str]:
         return sorted(e.key for e in store.scan().entries)
     if not keys:
         raise UsageError("nothing to upload: give keys, --all, or FILE --text")
-    for key in keys:
-        if not is_key(key):
-            raise UsageError(f"invalid key {key!r}: a key is 8 lowercase hex characters")
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys(map(check_key, keys)))
 
 
 def upload(client: Client, store: Store, keys: list[str], force: bool,
@@ -132,7 +128,7 @@ class TeamCache:
             if data is None:
                 continue
             meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-            if Entry(line.key, meta, self.store.root, 0.0).holds(line.text, line.voice_id, line.model_id):
+            if meta_holds(meta, line.text, line.voice_id, line.model_id):
                 found[line.key] = data
             else:
                 self.warn(f"the server's {line.key} holds another line ({str(meta.get('text', ''))[:40]!r})")

@@ -9,34 +9,22 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from audio_fixtures import make_mp3, make_wav
+from audio_fixtures import make_mp3
 from fake_elevenlabs import FakeElevenLabs
 from narrator_cli.store import Store
+from serve_process import CLI, start_serve
 
-CLI = [sys.executable, "-c", "from narrator_cli.cli import main; main()"]
 
 
 class Serve:
     def __init__(self, root: Path, *args: str) -> None:
         self.cache = root / "server-cache"
-        self.proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--json-log", "--audio-path", str(self.cache),
-                                      *args], cwd=root, stderr=subprocess.PIPE, text=True)
-        for _ in range(5):
-            line = self.proc.stderr.readline()
-            if '"listening"' in line:
-                self.url = json.loads(line)["url"]
-                break
-        else:
-            self.proc.kill()
-            raise AssertionError("narrator serve did not start")
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self.proc, self.url = start_serve("--audio-path", str(self.cache), *args, cwd=root, drain=True)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -132,7 +120,7 @@ def test_check_exit_codes_and_pipelined_keys(tmp_path, serve):
     r = run(alice, "check", "A line nobody spoke", env=env)
     assert r.returncode == 1 and "server:NO" in r.stdout
     r = run(alice, "check", "--key", "NOTAKEY1", env=env)
-    assert r.returncode == 2 and "invalid key" in r.stderr
+    assert r.returncode == 2 and "invalid cache key 'NOTAKEY1'" in r.stderr
     r = run(alice, "check", "--file", "script.txt", "--no-server", env=env)
     assert r.returncode == 0 and "server" not in r.stdout
 
