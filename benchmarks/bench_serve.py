@@ -23,11 +23,9 @@ import base64
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_fixtures import make_mp3  # noqa: E402
+from serve_process import port_of, start_serve  # noqa: E402
 
 from narrator_cli import protocol  # noqa: E402
 from narrator_cli.store import Store  # noqa: E402
@@ -72,24 +71,6 @@ class Clock:
 
 
 # --- servers ---------------------------------------------------------------------------------
-def start_narrator(cache: Path) -> tuple[subprocess.Popen, str, int]:
-    exe = Path(sys.executable).with_name("narrator")
-    proc = subprocess.Popen([str(exe), "serve", "--port", "0", "--quiet", "--json-log", "--audio-path", str(cache),
-                             "--max-age", "never"], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if '"listening"' in line:
-            url = json.loads(line)["url"]
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain
-            port = int(url.rsplit(":", 1)[1])
-            return proc, "127.0.0.1", port
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise SystemExit("narrator serve did not start")
-
-
 def start_reference(cache: Path) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, __file__, "--reference-server", str(cache)], stdout=subprocess.PIPE,
                             text=True)
@@ -248,7 +229,8 @@ async def main(quick: bool) -> None:
                                                              "modelId": "eleven_flash_v2_5"})
         store.put(SMALL_KEY, make_mp3(40_000 / 16000), "audio/mpeg", 2.5, {})
         store.put(LARGE_KEY, make_mp3((1 << 20) / 16000), "audio/mpeg", 65.0, {})
-        proc, _, port = start_narrator(cache)
+        proc, url = start_serve("--quiet", "--audio-path", str(cache), "--max-age", "never", drain=True)
+        port = port_of(url)
         ref, ref_port = start_reference(cache)
         try:
             await websocket_figures(port, n // 4)  # warm up both

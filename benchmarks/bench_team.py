@@ -24,23 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_fixtures import make_wav  # noqa: E402
+from serve_process import CLI as NARRATOR, start_serve  # noqa: E402
 
 from narrator_cli.client import Client  # noqa: E402
 from narrator_cli.keys import cache_key  # noqa: E402
 from narrator_cli.store import Store  # noqa: E402
 
-NARRATOR = [sys.executable, "-c", "from narrator_cli.cli import main; main()"]
-
-
-def serve(cache: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([*NARRATOR, "serve", "--port", "0", "--quiet", "--json-log", "--audio-path", str(cache),
-                             "--max-age", "never"], stderr=subprocess.PIPE, text=True)
-    for _ in range(5):
-        line = proc.stderr.readline()
-        if '"listening"' in line:
-            return proc, json.loads(line)["url"]
-    proc.kill()
-    raise SystemExit("narrator serve did not start")
 
 
 def fill(store: Store, lines: list[str]) -> list[str]:
@@ -65,7 +54,7 @@ def main() -> None:
         lines = [f"Line {i}: narration that the whole team shares." for i in range(500)]
         keys = fill(Store(root / "server"), lines)
         (root / "script.txt").write_text("\n".join(lines) + "\n")
-        proc, url = serve(root / "server")
+        proc, url = start_serve("--quiet", "--audio-path", str(root / "server"), "--max-age", "never", drain=True)
         env = {**os.environ, "NARRATOR_PROVIDER": "mock", "NARRATOR_SERVER": url,
                "NARRATOR_CONFIG": str(root / "none.toml")}
         try:

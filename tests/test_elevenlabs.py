@@ -134,7 +134,7 @@ def test_voice_id_is_one_path_segment_and_model_is_sent(fake):
 def test_wrong_key_is_one_line_naming_the_key_problem_not_the_key(fake, tmp_path):
     wrong = "sk-wrong-0d9e8c7b6a5f4e3d"
     proc = speak(fake, "--concurrency", "1", TEXT, "Second line.", "Third line.", key=wrong)
-    line = assert_one_line_error(proc, "API key", "401")
+    assert_one_line_error(proc, "API key", "401")
     assert proc.returncode == 1
     assert_no_key(proc.stdout, proc.stderr, key=wrong)
     assert_no_key(proc.stdout, proc.stderr)

@@ -1,5 +1,4 @@
 import http.client
-import time
 from http import HTTPStatus
 
 import pytest

@@ -21,6 +21,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+import serve_process
 from audio_fixtures import make_mp3, make_wav
 from narrator_cli import protocol
 from narrator_cli.server import Options, Server
@@ -485,14 +486,8 @@ def test_eviction_after_upload_keeps_recently_used(tmp_path):
 
 # --- the real command ----------------------------------------------------------------------------
 def start_serve(*args: str, cwd) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", "from narrator_cli.cli import main; main()", "serve", "--port",
-                             "0", "--json-log", *args], cwd=cwd, stderr=subprocess.PIPE, text=True)
-    for _ in range(5):  # a start-up cleanup line comes first
-        line = proc.stderr.readline()
-        if '"listening"' in line:
-            return proc, int(json.loads(line)["url"].rsplit(":", 1)[1])
-    proc.kill()
-    raise AssertionError(f"no listening line: {line}")
+    proc, url = serve_process.start_serve(*args, cwd=cwd)
+    return proc, serve_process.port_of(url)
 
 
 def test_serve_command_sigterm_mid_upload_leaves_nothing_partial(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import random
 import struct
-import time
 
 import pytest
 from websockets.client import ClientProtocol
