@@ -6,6 +6,8 @@ Imported lazily: the cache-hit path of ``speak`` never needs it.
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import BinaryIO
 
 from .errors import AudioError
 from .store import MIME_EXT
@@ -18,17 +20,28 @@ def normalise_mime(mime: str) -> str:
     return MIME_ALIASES.get(base, base)
 
 
-def measure_duration(data: bytes, mime: str) -> float:
-    """Seconds of audio in ``data``, which must parse as ``mime``; else AudioError."""
+def measure_duration(data: bytes | Path, mime: str) -> float:
+    """Seconds of audio in ``data`` (bytes, or a file: mutagen reads only what it needs),
+    which must parse as ``mime``; else AudioError."""
     mime = normalise_mime(mime)
     if mime not in MIME_EXT:
         raise AudioError(f"unsupported audio type {mime!r}")
+    if isinstance(data, Path):
+        try:
+            with open(data, "rb") as fileobj:
+                return _measure(fileobj, mime)
+        except OSError as exc:
+            raise AudioError(f"cannot read {data.name}: {exc.strerror or exc}") from None
+    return _measure(io.BytesIO(data), mime)
+
+
+def _measure(fileobj: BinaryIO, mime: str) -> float:
     if mime == "audio/webm":
-        return _webm_duration(data)
+        return _webm_duration(fileobj.read(4))
     from mutagen import MutagenError  # noqa: PLC0415 - lazy on purpose
 
     try:
-        info = _parse(data, mime)
+        info = _parse(fileobj, mime)
     except (MutagenError, ValueError, EOFError, IndexError, OverflowError, ZeroDivisionError) as exc:
         raise AudioError(f"not valid {mime} audio: {exc}") from None
     length = float(getattr(info, "length", 0.0) or 0.0)
@@ -37,12 +50,13 @@ def measure_duration(data: bytes, mime: str) -> float:
     return round(length, 3)
 
 
-def _parse(data: bytes, mime: str) -> object:
-    fileobj = io.BytesIO(data)
+def _parse(fileobj: BinaryIO, mime: str) -> object:
     if mime == "audio/mpeg":
         from mutagen.mp3 import MP3
 
-        if not data[:3] == b"ID3" and not (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        start = fileobj.read(3)
+        fileobj.seek(0)
+        if not start == b"ID3" and not (len(start) > 1 and start[0] == 0xFF and start[1] & 0xE0 == 0xE0):
             raise ValueError("no ID3 tag or MPEG frame sync at the start")
         return MP3(fileobj).info
     if mime == "audio/wav":
@@ -63,8 +77,8 @@ def _parse(data: bytes, mime: str) -> object:
     raise ValueError("no Vorbis, Opus, FLAC or Speex stream")
 
 
-def _webm_duration(data: bytes) -> float:
+def _webm_duration(magic: bytes) -> float:
     """mutagen has no Matroska reader; we check the EBML magic and refuse to guess a length."""
-    if data[:4] != b"\x1a\x45\xdf\xa3":
+    if magic != b"\x1a\x45\xdf\xa3":
         raise AudioError("not valid audio/webm audio: no EBML header")
     raise AudioError("audio/webm is accepted by name only: its duration cannot be measured here")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from .keys import is_key
-from .store import MIME_EXT, Entry, Store
+from .store import MIME_EXT, Entry, Staged, Store
 
 SUBPROTOCOL = "vite-hmr"
 AUDIO_PREFIX = "/__narrator-audio/"
@@ -191,9 +191,9 @@ STREAM_FIND = 1 << 16  # the data URL must start within this many bytes of the m
 
 
 class StreamedHead(NamedTuple):
-    """What an ``UploadStream`` decoded: the audio of the first ``chars`` base64 characters, in parts."""
+    """What an ``UploadStream`` decoded: the audio of the first ``chars`` base64 characters, written to ``staged``."""
 
-    parts: list[bytes]
+    staged: Staged
     chars: int
 
 
@@ -206,17 +206,20 @@ class UploadStream:
     the comma ``_base64_of`` would take), then decodes each newly arrived
     4-character-aligned region strictly, stopping at the closing quote. On
     anything unexpected it gives up: the whole message is then decoded the
-    normal way, which also produces the error reply. ``take`` hands the decoded
-    head over only if it is exactly the start of the base64 the message holds.
+    normal way, which also produces the error reply. The audio goes straight
+    into a staged file, so by the last byte it is written and hashed. ``take``
+    hands the decoded head over only if it is exactly the start of the base64
+    the message holds; otherwise the staged file is deleted.
     """
 
-    def __init__(self, buf: bytearray, max_chars: int) -> None:
+    def __init__(self, buf: bytearray, max_chars: int, store: Store) -> None:
         self.buf: bytearray | None = buf
         self.max_chars = max_chars
+        self.store = store
         self.url = -1  # offset of the data URL's first character
         self.begin = -1  # offset of its first base64 character
         self.pos = -1  # offset of the first character not decoded yet
-        self.parts: list[bytes] = []
+        self.staged: Staged | None = None
         self.done = False  # reached the closing quote
         self.failed = False
 
@@ -244,14 +247,23 @@ class UploadStream:
                 if not final and piece[-1] == _PAD:
                     raise ValueError("padding before the end")
                 if stop > self.pos:
-                    self.parts.append(binascii.a2b_base64(piece, strict_mode=True))
-        except (binascii.Error, ValueError):
+                    audio = binascii.a2b_base64(piece, strict_mode=True)
+                    if self.staged is None:
+                        self.staged = self.store.stage()
+                    self.staged.write(audio)
+        except (binascii.Error, ValueError, OSError):
             return self._give_up()
         self.pos = stop
         self.done = final
 
     def _give_up(self) -> None:
-        self.failed, self.parts = True, []
+        self.failed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
 
     def _find(self, buf: bytearray) -> bool:
         quote = buf.find(b'"data:', 0, STREAM_FIND)
@@ -277,9 +289,12 @@ class UploadStream:
         """The decoded head, if this stream read ``message`` and its data URL starts at ``url_at``
         (from ``decode_located``) with ``b64_len`` base64 characters; None otherwise. Ends the stream."""
         ok = (not self.failed and self.buf is message and url_at is not None and url_at == self.url
-              and self.begin >= 0 and self.pos - self.begin <= b64_len)
-        head = StreamedHead(self.parts, self.pos - self.begin) if ok else None
-        self.buf, self.parts, self.failed = None, [], True
+              and self.staged is not None and self.pos - self.begin <= b64_len)
+        head = None
+        if ok:
+            head, self.staged = StreamedHead(self.staged, self.pos - self.begin), None
+        self._drop()
+        self.buf, self.failed = None, True
         return head
 
 
@@ -342,47 +357,55 @@ class Handler:
             raise BadMessage("metadata must be an object", key, UPLOAD_ERROR)
         return key, mime, b64, meta
 
-    def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None) -> Iterator[bytes | None]:
-        """Decode base64 a bounded chunk at a time; yields None between chunks, the bytes last.
+    def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None) -> Iterator[Staged | None]:
+        """Decode base64 into a staged file a bounded chunk at a time; yields None between
+        chunks, the staged file last (for ``store_upload``). On any error it is deleted.
 
         ``head``: the start of ``b64`` an ``UploadStream`` already decoded (strictly, as here).
         """
         if len(b64) % 4:
             raise BadMessage("invalid base64 data", key, UPLOAD_ERROR)
-        parts, skip = (list(head.parts), head.chars) if head is not None else ([], 0)
+        staged, skip = (head.staged, head.chars) if head is not None else (self.index.store.stage(), 0)
+        del head
         try:
             for start in range(skip, len(b64), B64_CHUNK):
                 piece = b64[start:start + B64_CHUNK]
                 if start + B64_CHUNK < len(b64) and piece[-1] == _PAD:
                     raise ValueError("padding before the end")  # strict mode sees one chunk, not this
-                parts.append(binascii.a2b_base64(piece, strict_mode=True))
+                staged.write(binascii.a2b_base64(piece, strict_mode=True))
                 del piece
+                if staged.size > self.max_file_size:
+                    raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key,
+                                     UPLOAD_ERROR)
                 yield None
+            if not staged.size:
+                raise BadMessage("empty audio", key, UPLOAD_ERROR)
         except (binascii.Error, ValueError):
+            staged.discard()
             raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
-        del b64, head  # the message buffer can go before the parts are joined
-        audio = parts[0] if len(parts) == 1 else b"".join(parts)
-        del parts
-        if len(audio) > self.max_file_size:
-            raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key, UPLOAD_ERROR)
-        if not audio:
-            raise BadMessage("empty audio", key, UPLOAD_ERROR)
-        yield audio
+        except BaseException:  # including GeneratorExit: a cancelled upload
+            staged.discard()
+            raise
+        del b64  # the message buffer can go before the file is committed
+        yield staged
 
     def upload_stream(self, buf: bytearray) -> UploadStream:
         """A decoder for the data URL of the upload arriving in ``buf``, bounded by the size limit."""
-        return UploadStream(buf, (self.max_file_size + 2) // 3 * 4)
+        return UploadStream(buf, (self.max_file_size + 2) // 3 * 4, self.index.store)
 
-    def store_upload(self, key: str, mime: str, audio: bytes, meta: dict) -> str:
-        """Measure, store, index; the success reply. Blocking: run it off the event loop."""
+    def store_upload(self, key: str, mime: str, staged: Staged, meta: dict) -> str:
+        """Measure, commit, index; the success reply. Blocking: run it off the event loop.
+        Owns ``staged`` from here: it is committed or deleted, whatever happens."""
         from .audio import measure_duration
         from .errors import AudioError
 
         try:
-            duration = measure_duration(audio, mime)
+            duration = measure_duration(staged.path, mime)
+            entry = self.index.store.commit(staged, key, mime, duration, meta)
         except AudioError as exc:
             raise BadMessage(str(exc), key, UPLOAD_ERROR) from None
-        entry = self.index.store.put(key, audio, mime, duration, meta)
+        finally:
+            staged.discard()
         self.index.add(entry)
         return encode(UPLOAD_SUCCESS, {"cacheKey": key, "filePath": file_path(entry), "duration": duration,
                                        "size": entry.size})

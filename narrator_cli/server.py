@@ -357,6 +357,8 @@ class Server:
                 conn.receive_data(data)  # b"" at EOF: the codec reports a 1006 close
                 await asyncio.sleep(0)  # a large message arrives in many chunks: let others run between them
         finally:
+            if stream is not None:
+                stream.take(b"", None, 0)  # a message cut off mid-upload: delete what it staged
             for task in tasks:
                 task.cancel()
 
@@ -379,9 +381,12 @@ class Server:
         """While a large text message arrives, decode the base64 already in: the decode
         then overlaps the receive instead of following it. One bounded step per read."""
         buf = conn.partial
+        if stream is not None and stream.buf is not buf:  # its message was cut off: delete what it staged
+            stream.take(b"", None, 0)
+            stream = None
         if buf is None or len(buf) <= protocol.SPLICE_OVER:
             return None
-        if stream is None or stream.buf is not buf:
+        if stream is None:
             stream = self.handler.upload_stream(buf)
         stream.step()
         return stream
@@ -410,24 +415,29 @@ class Server:
             reply = exc.reply()
         finally:
             if stream is not None:
-                stream.take(b"", None, 0)  # done with it either way: drop its parts and the buffer
+                stream.take(b"", None, 0)  # done with it either way: drop the buffer, and the file unless taken
         conn.send_text(reply)
 
     async def _upload(self, conn: ws.Connection, writer: asyncio.StreamWriter, key: str, mime: str, b64: memoryview,
                       meta: dict, head: protocol.StreamedHead | None = None) -> None:
         try:
-            audio = None
+            staged = None
             steps = self.handler.decode_steps(key, b64, head)
             del b64, head  # the generator holds them only as long as it needs them
-            for step in steps:
-                if step is None:
-                    await asyncio.sleep(0)
-                else:
-                    audio = step
+            try:
+                for step in steps:
+                    if step is None:
+                        await asyncio.sleep(0)
+                    else:
+                        staged = step
+            finally:
+                steps.close()  # cancelled mid-decode: the generator deletes what it staged
             del steps
-            assert audio is not None
-            reply = await asyncio.to_thread(self.handler.store_upload, key, mime, audio, meta)
-            self.log("upload", f"{key} ({len(audio)} bytes, {mime})", cacheKey=key, size=len(audio))
+            assert staged is not None
+            size, commit = staged.size, asyncio.to_thread(self.handler.store_upload, key, mime, staged, meta)
+            # the thread owns it now, and finishes even if this task is cancelled
+            reply = await asyncio.shield(commit)
+            self.log("upload", f"{key} ({size} bytes, {mime})", cacheKey=key, size=size)
             evicted = await asyncio.to_thread(self.handler.evict, self.options.max_cache_size)
             if evicted:
                 self.log("cleanup", f"evicted {len(evicted)} least recently used entries",

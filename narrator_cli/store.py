@@ -182,8 +182,21 @@ class Store:
         ``meta`` adds fields (text, voiceId, provider, ...); it can never
         overwrite the fields this store owns.
         """
-        import hashlib
+        self.audio_path(key, mime)  # refuse a bad key or type before writing anything
+        staged = self.stage()
+        try:
+            staged.write(audio)
+            return self.commit(staged, key, mime, duration, meta)
+        finally:
+            staged.discard()
 
+    def stage(self) -> Staged:
+        """A temporary file to write an entry's audio into, piece by piece, before ``commit``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Staged(self.root)
+
+    def commit(self, staged: Staged, key: str, mime: str, duration: float, meta: dict | None = None) -> Entry:
+        """Make the staged audio the entry for ``key``: fsync, write the metadata, rename both."""
         audio_path = self.audio_path(key, mime)
         record = dict(meta or {})
         for name in SERVER_FIELDS:
@@ -192,28 +205,28 @@ class Store:
             "cacheKey": key,
             "duration": duration,
             "mimeType": mime,
-            "fileSize": len(audio),
+            "fileSize": staged.size,
             "fileName": audio_path.name,
             "createdAt": now_iso(),
             **record,
-            "sha256": hashlib.sha256(audio).hexdigest(),
+            "sha256": staged.sha256,
         }
-        self.root.mkdir(parents=True, exist_ok=True)
-        audio_tmp = self._write_tmp(key, audio)
+        audio_tmp = staged.close()
+        meta_tmp = Staged(self.root)
         try:
-            meta_tmp = self._write_tmp(key, json.dumps(record, indent=2, ensure_ascii=False).encode())
-        except BaseException:
-            _unlink(audio_tmp)
-            raise
-        meta_path = self.meta_path(key)
-        with self.locked():
-            _unlink(meta_path)  # the entry vanishes before its audio changes
-            os.replace(audio_tmp, audio_path)
-            os.replace(meta_tmp, meta_path)
-            for ext in MIME_EXT.values():
-                if ext != audio_path.suffix[1:]:
-                    _unlink(self.root / f"{key}.{ext}")
-            _fsync_dir(self.root)
+            meta_tmp.write(json.dumps(record, indent=2, ensure_ascii=False).encode())
+            meta_tmp.close()
+            meta_path = self.meta_path(key)
+            with self.locked():
+                _unlink(meta_path)  # the entry vanishes before its audio changes
+                os.replace(audio_tmp, audio_path)
+                os.replace(meta_tmp.path, meta_path)
+                for ext in MIME_EXT.values():
+                    if ext != audio_path.suffix[1:]:
+                        _unlink(self.root / f"{key}.{ext}")
+                _fsync_dir(self.root)
+        finally:
+            meta_tmp.discard()
         st = os.stat(audio_path)
         return Entry(key, record, audio_path, st.st_mtime)
 
@@ -248,20 +261,52 @@ class Store:
         finally:
             os.close(fd)
 
-    def _write_tmp(self, key: str, data: bytes) -> Path:
-        tmp = self.root / f".{key}.{os.getpid()}.{os.urandom(4).hex()}{TMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+class Staged:
+    """A temporary file in the cache folder, hashed as it is written.
+
+    A large upload is written while it still arrives, so that by its last byte
+    the audio is on disk and hashed, not copied and hashed all at once. Readers
+    never see it (dot name, ``TMP_SUFFIX``); ``cleanup`` removes it if its
+    writer dies. ``close`` keeps the file, ``discard`` deletes it (safe to repeat).
+    """
+
+    def __init__(self, root: Path) -> None:
+        import hashlib
+
+        self.path = root / f".{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}"
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._fd is not None, "write after close"
+        view = memoryview(data)
+        self._hash.update(view)
+        self.size += len(view)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> Path:
+        """Flush to disk and keep the file; its path, for the caller to rename."""
+        assert self._fd is not None, "closed twice"
+        fd, self._fd = self._fd, None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
             os.fsync(fd)
-        except BaseException:
+        finally:
             os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
-        return tmp
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the file unless it was renamed away (the name is never reused)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        _unlink(self.path)
 
 
 def _entry_files(root: Path, key: str, raw: bytes) -> tuple[Path, dict]:

@@ -95,12 +95,13 @@ def _valid_close_code(code: int) -> bool:
 
 
 def _mask(data: bytes | bytearray | memoryview, key: bytes, offset: int = 0,
-          keys: dict[bytes, int] | None = None) -> bytes:
+          keys: dict[tuple[bytes, int], int] | None = None) -> bytes:
     """XOR ``data`` with the 4-byte ``key``, as if ``data`` started ``offset`` bytes into the payload.
 
     One big-int XOR per piece runs at memory speed; a byte loop in Python would
-    take seconds on an upload. ``keys`` caches the repeated key as an int across
-    the chunks of one frame, so each chunk pays one conversion, not two.
+    take seconds on an upload. ``keys`` caches the repeated key as an int per
+    (phase, piece size) across the chunks of one frame: socket reads mostly
+    have the same size, so most chunks pay one conversion each way, not two.
     """
     n = len(data)
     if not n:
@@ -113,15 +114,21 @@ def _mask(data: bytes | bytearray | memoryview, key: bytes, offset: int = 0,
         return (int.from_bytes(data, "big") ^ int.from_bytes(keyed, "big")).to_bytes(n, "big")
     if keys is None:
         keys = {}
-    full = keys.get(key)
-    if full is None:
-        full = keys[key] = int.from_bytes(key * (MASK_CHUNK >> 2), "big")
     view = memoryview(data)
     parts = []
     for start in range(0, n, MASK_CHUNK):
         piece = view[start:start + MASK_CHUNK]
-        size = len(piece)  # the key's leading bytes are the top bytes of the big-endian int
-        keyed_int = full if size == MASK_CHUNK else full >> (8 * (MASK_CHUNK - size))
+        size = len(piece)
+        keyed_int = keys.get((key, size))
+        if keyed_int is None:
+            full = keys.get((key, MASK_CHUNK))
+            if full is None:
+                full = keys[key, MASK_CHUNK] = int.from_bytes(key * (MASK_CHUNK >> 2), "big")
+            if len(keys) > 8:  # odd sizes: keep the full one, forget the rest
+                keys.clear()
+                keys[key, MASK_CHUNK] = full
+            # the key's leading bytes are the top bytes of the big-endian int
+            keyed_int = keys[key, size] = full >> (8 * (MASK_CHUNK - size))
         parts.append((int.from_bytes(piece, "big") ^ keyed_int).to_bytes(size, "big"))
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -146,7 +153,7 @@ class Connection:
         self._fin = False
         self._opcode = 0
         self._key: bytes | None = None
-        self._keys: dict[bytes, int] = {}  # this frame's key as big ints, per phase
+        self._keys: dict[tuple[bytes, int], int] = {}  # this frame's key as big ints: see _mask
         self._remaining = 0  # payload bytes of this frame still to come
         self._offset = 0  # payload bytes of this frame already read: the mask phase
         # the data message being assembled

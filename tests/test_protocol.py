@@ -39,8 +39,8 @@ def upload(handler: Handler, key: str, audio: bytes, mime: str = "audio/mpeg", m
     try:
         event, data = protocol.decode(raw.encode())
         key, mime, b64, meta = handler.parse_upload(data)
-        *_, audio = handler.decode_steps(key, b64)
-        return reply(handler.store_upload(key, mime, audio, meta))
+        *_, staged = handler.decode_steps(key, b64)
+        return reply(handler.store_upload(key, mime, staged, meta))
     except BadMessage as exc:
         return reply(exc.reply())
 
@@ -103,8 +103,8 @@ def test_bad_uploads_are_refused_and_write_nothing(handler, change, expect):
     try:
         event, payload = protocol.decode(message(protocol.UPLOAD_AUDIO, **data))
         key, mime, b64, meta = handler.parse_upload(payload)
-        *_, audio = handler.decode_steps(key, b64)
-        handler.store_upload(key, mime, audio, meta)
+        *_, staged = handler.decode_steps(key, b64)
+        handler.store_upload(key, mime, staged, meta)
     except BadMessage as exc:
         event, payload = reply(exc.reply())
     else:
@@ -205,12 +205,20 @@ def stream_in(handler: Handler, raw: bytes, piece: int) -> tuple[bytearray, prot
     return buf, stream
 
 
+def staged_files(handler: Handler) -> list[str]:
+    root = handler.index.store.root
+    return sorted(p.name for p in root.glob(".*")) if root.exists() else []
+
+
 def finish(handler: Handler, buf: bytearray, stream: protocol.UploadStream):
     event, data, url_at = protocol.decode_located(buf)
     key, mime, b64, meta = handler.parse_upload(data)
     head = stream.take(buf, url_at, len(b64))
-    *_, audio = handler.decode_steps(key, b64, head)
-    return head, audio
+    chars = head and head.chars
+    *_, staged = handler.decode_steps(key, b64, head)
+    audio = staged.path.read_bytes()
+    staged.discard()
+    return chars, audio
 
 
 @pytest.mark.parametrize("piece", [300_001, 1 << 20, 5 << 20])
@@ -218,9 +226,10 @@ def test_streamed_decode_gives_the_same_audio(handler, piece):
     handler.max_file_size = 4 << 20
     audio = make_mp3(150)  # ~2.4 MB: ~3.2 MB of base64
     buf, stream = stream_in(handler, upload_raw(audio), piece)
-    head, out = finish(handler, buf, stream)
-    assert head is not None and head.chars > 0 and out == audio
-    assert stream.buf is None and stream.parts == []  # taken: it holds nothing any more
+    chars, out = finish(handler, buf, stream)
+    assert chars and out == audio
+    assert stream.buf is None and stream.staged is None  # taken: it holds nothing any more
+    assert staged_files(handler) == []
 
 
 def test_stream_reaching_the_closing_quote_leaves_nothing_to_decode(handler):
@@ -231,8 +240,8 @@ def test_stream_reaching_the_closing_quote_leaves_nothing_to_decode(handler):
     stream = handler.upload_stream(buf)
     while not stream.done:
         stream.step(budget=1 << 20)
-    head, out = finish(handler, buf, stream)
-    assert head.chars == len(base64.b64encode(audio)) and out == audio
+    chars, out = finish(handler, buf, stream)
+    assert chars == len(base64.b64encode(audio)) and out == audio
 
 
 @pytest.mark.parametrize("bad", [b"!", b"="])
@@ -248,6 +257,7 @@ def test_invalid_base64_in_the_middle_of_a_stream_is_refused(handler, bad):
     with pytest.raises(BadMessage, match="invalid base64"):
         list(handler.decode_steps(key, b64))
     assert handler.index.get("0000abcd") is None
+    assert staged_files(handler) == []
 
 
 def test_backslash_in_the_base64_stops_the_stream(handler):
@@ -255,7 +265,7 @@ def test_backslash_in_the_base64_stops_the_stream(handler):
     raw = bytearray(upload_raw(make_mp3(150)))
     raw[len(raw) // 2:len(raw) // 2 + 2] = b"\\/"  # JSON's escaped slash: only json.loads may read it
     _, stream = stream_in(handler, bytes(raw), 400_000)
-    assert stream.failed and not stream.parts
+    assert stream.failed and stream.staged is None and staged_files(handler) == []
 
 
 def test_data_url_in_an_unexpected_place_is_not_taken_from_the_stream(handler):
@@ -263,8 +273,9 @@ def test_data_url_in_an_unexpected_place_is_not_taken_from_the_stream(handler):
     audio = make_mp3(150)
     decoy = {"metadata": {"note": "data:text/plain;base64,QUFB"}}  # the first "data: is not the upload
     buf, stream = stream_in(handler, upload_raw(audio, decoy), 500_000)
-    head, out = finish(handler, buf, stream)
-    assert head is None and out == audio  # the whole thing decoded the normal way
+    chars, out = finish(handler, buf, stream)
+    assert chars is None and out == audio  # the whole thing decoded the normal way
+    assert staged_files(handler) == []
 
 
 def test_stream_of_another_message_is_not_taken(handler):
@@ -275,13 +286,14 @@ def test_stream_of_another_message_is_not_taken(handler):
     event, data, url_at = protocol.decode_located(other)
     key, mime, b64, meta = handler.parse_upload(data)
     assert stream.take(other, url_at, len(b64)) is None
+    assert staged_files(handler) == []  # what it had staged is gone
 
 
 def test_stream_gives_up_when_the_data_url_starts_late_or_is_no_base64(handler):
     handler.max_file_size = 4 << 20
     late = upload_raw(make_mp3(150), {"metadata": {"text": "x" * protocol.STREAM_FIND}})
     _, stream = stream_in(handler, late, 500_000)
-    assert stream.failed and not stream.parts
+    assert stream.failed and stream.staged is None
     plain = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO,
                         "data": {"data": "data:audio/mpeg," + "A" * (2 << 20)}}).encode()
     _, stream = stream_in(handler, plain, 500_000)
@@ -291,7 +303,7 @@ def test_stream_gives_up_when_the_data_url_starts_late_or_is_no_base64(handler):
 def test_stream_stops_at_the_size_limit(handler):
     handler.max_file_size = 1 << 20
     _, stream = stream_in(handler, upload_raw(make_mp3(150)), 300_000)
-    assert stream.failed and not stream.parts
+    assert stream.failed and stream.staged is None and staged_files(handler) == []
 
 
 def test_padding_at_a_chunk_boundary_is_invalid(handler, monkeypatch):
@@ -299,7 +311,10 @@ def test_padding_at_a_chunk_boundary_is_invalid(handler, monkeypatch):
     b64 = memoryview(b"QUFBQQ==QUFBQUFB")  # valid chunk by chunk, not as a whole
     with pytest.raises(BadMessage, match="invalid base64"):
         list(handler.decode_steps("0000abcd", b64))
-    assert list(handler.decode_steps("0000abcd", memoryview(b"QUFBQUFBQQ==")))[-1] == b"AAAAAAA"
+    staged = list(handler.decode_steps("0000abcd", memoryview(b"QUFBQUFBQQ==")))[-1]
+    assert staged.path.read_bytes() == b"AAAAAAA"
+    staged.discard()
+    assert staged_files(handler) == []
 
 
 def test_decode_located_reports_where_the_spliced_url_starts():

@@ -77,6 +77,7 @@ def upload_msg(key: str, audio: bytes, mime: str = "audio/mpeg", **meta) -> dict
 def no_broken(store: Store) -> None:
     scan = store.scan()
     assert scan.broken == [] and scan.temporary == []
+    assert not store.root.exists() or [p.name for p in store.root.glob(".*")] == []  # no staged file, however new
 
 
 # --- raw sockets ----------------------------------------------------------------------------
@@ -621,3 +622,22 @@ def test_large_upload_with_the_data_url_elsewhere_falls_back(srv, taken):
     reply = json.loads(read_frame(sock)[1])
     assert reply["event"] == protocol.UPLOAD_SUCCESS
     assert taken == [None] and srv.store.read_audio(srv.store.get("0000beef")) == audio
+
+
+def test_client_gone_mid_upload_leaves_no_staged_file(srv, taken):
+    raw = upload_bytes("0000beef", make_mp3(300))  # ~4.8 MB
+    sock = raw_ws(srv.port)
+    data = frame(1, raw)
+    sock.sendall(data[:len(data) * 2 // 3])  # most of it: the stream has started writing
+    deadline = time.monotonic() + 5
+    while not list(srv.store.root.glob(".*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(srv.store.root.glob(".*")), "the upload was not being staged"
+    sock.close()
+    while list(srv.store.root.glob(".*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    no_broken(srv.store)
+    assert srv.store.get("0000beef") is None
+    with client(srv.url) as ws:  # still serving
+        send(ws, protocol.CHECK_AUDIO, cacheKey="0000beef")
+        assert recv(ws)[0] == protocol.AUDIO_NOT_FOUND
