@@ -51,12 +51,11 @@ class Request:
     query: dict[str, str]
     headers: tuple[tuple[str, str], ...]  # names lowercased, values stripped, in order
     version: str
+    fields: dict[str, str]  # the same by name; a repeated field joined with ", " as RFC 9110 5.3 allows
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        """Case-insensitive lookup; a repeated field is joined with ", " as RFC 9110 5.3 allows."""
-        name = name.lower()
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else default
+        """Case-insensitive lookup (built once: a request is asked for several headers)."""
+        return self.fields.get(name.lower(), default)
 
     @property
     def keep_alive(self) -> bool:
@@ -203,14 +202,20 @@ def _parse_head(head: str) -> Request:
         if _CTL_RE.search(value):
             raise HTTPError(400, "control character in header value")
         headers.append((name.lower(), value))
-    hosts = sum(1 for k, _ in headers if k == "host")
-    if hosts > 1:
-        raise HTTPError(400, "duplicate Host header")
-    if hosts == 0 and version == "HTTP/1.1":
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        if name in fields:
+            if name == "host":
+                raise HTTPError(400, "duplicate Host header")
+            fields[name] += ", " + value
+        else:
+            fields[name] = value
+    if "host" not in fields and version == "HTTP/1.1":
         raise HTTPError(400, "missing Host header")
     raw_path, _, raw_query = target.partition("?")
-    query = {k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
-    return Request(method, target, unquote(raw_path), query, tuple(headers), version)
+    query = {k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()} if raw_query else {}
+    path = unquote(raw_path) if "%" in raw_path else raw_path
+    return Request(method, target, path, query, tuple(headers), version, fields)
 
 
 def _content_length(request: Request) -> int:

@@ -146,6 +146,7 @@ class Connection:
         self._buf = bytearray()  # an incomplete frame header or control frame: never more than 139 bytes
         self._events: list[Event] = []
         self._out: list[bytes] = []
+        self._random, self._random_at = b"", 0  # mask keys from the OS's CSPRNG, and the next unused one
         self._closed = False
         self._close_sent = False
         # the frame whose payload is being read
@@ -300,19 +301,18 @@ class Connection:
         self._in_frame = True
         if opcode == OP_TEXT or opcode == OP_BINARY:
             self._msg_opcode = opcode
-            if opcode == OP_TEXT:
-                self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
-                self._utf8_pending = False
         return size
 
     def _data_chunk(self, chunk: bytes | bytearray) -> None:
         """Validate (text) and keep a piece of message payload, as soon as it arrives."""
-        if self._decoder is not None:
+        if self._msg_opcode == OP_TEXT:
             # Pieces of at most 1 MiB, so a 60 MB chunk never becomes a 60 MB str;
-            # ASCII pieces (base64 uploads) need no decoding at all.
+            # ASCII pieces (base64 uploads, most JSON) need no decoder at all.
             for start in range(0, len(chunk), MASK_CHUNK):
                 piece = chunk[start:start + MASK_CHUNK] if len(chunk) > MASK_CHUNK else chunk
                 if self._utf8_pending or not piece.isascii():
+                    if self._decoder is None:  # all before was ASCII: a fresh decoder is in the same state
+                        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
                     try:
                         self._decoder.decode(piece)
                     except UnicodeDecodeError:
@@ -322,7 +322,7 @@ class Connection:
 
     def _finish_message(self) -> None:
         text = self._msg_opcode == OP_TEXT
-        if self._decoder is not None and self._utf8_pending:
+        if self._decoder is not None and self._utf8_pending:  # a character cut off at the end
             try:
                 self._decoder.decode(b"", True)
             except UnicodeDecodeError:
@@ -422,7 +422,10 @@ class Connection:
         else:
             head = struct.pack("!BBQ", b0, mask_bit | 127, n)
         if mask_bit:
-            key = os.urandom(4)
+            at = self._random_at
+            if at >= len(self._random):  # one getrandom call per 1024 frames, not per frame
+                self._random, at = os.urandom(4096), 0
+            key, self._random_at = self._random[at:at + 4], at + 4
             self._out += (head + key, _mask(payload, key))
         else:
             self._out += (head, bytes(payload))

@@ -323,3 +323,23 @@ def test_decode_located_reports_where_the_spliced_url_starts():
     event, data, url_at = protocol.decode_located(raw)
     assert url_at == raw.index(b'"data:') + 1 and bytes(data["data"]) == data_url(audio).encode()
     assert protocol.decode_located(message(protocol.CHECK_AVAILABLE))[2] is None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"type":"custom","event":"narrator:check-audio","data":{"cacheKey":"5f5ac131"}}',  # every client's spelling
+    b'{"type": "custom", "event": "narrator:check-audio", "data": {"cacheKey": "5f5ac131"}}',
+    b'{"type":"custom","event":"narrator:check-audio","data":{"cacheKey":"5F5AC131"}}',  # not a key
+    b'{"type":"custom","event":"narrator:check-audio","data":{"cacheKey":"5f5ac13\\u0031"}}',  # escaped
+    b'{"type":"custom","event":"narrator:check-audio","data":{"cacheKey":"5f5ac131"}}}',
+    b'{"type":"custom","event":"narrator:check-audio","data":{"cacheKey":"5f5ac131"} }',
+])
+def test_check_messages_read_without_json_decode_exactly_as_json_does(handler, raw):
+    try:
+        expected = protocol._custom(json.loads(raw)) + (None,)
+    except ValueError:
+        expected = "invalid"
+    try:
+        got = protocol.decode_located(raw)
+    except BadMessage:
+        got = "invalid"
+    assert got == expected

@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 import serve_process
 from audio_fixtures import make_mp3, make_wav
 from narrator_cli import protocol
+from narrator_cli import server as server_module
 from narrator_cli.server import Options, Server
 from narrator_cli.store import Store
 
@@ -207,6 +208,19 @@ def test_many_requests_in_flight_on_one_connection_are_matched_by_key(srv):
     assert replies == {k: protocol.AUDIO_EXISTS if k in present else protocol.AUDIO_NOT_FOUND for k in keys}
 
 
+def test_a_long_batch_in_one_write_gets_every_reply_in_order(srv):
+    srv.store.put("00000003", make_wav(0.1), "audio/wav", 0.1)
+    keys = [f"{i % 7:08x}" for i in range(3 * 64 + 5)]  # more than one flush's worth, repeats included
+    sock = raw_ws(srv.port)
+    sock.sendall(b"".join(frame(1, json.dumps({"type": "custom", "event": protocol.CHECK_AUDIO,
+                                                "data": {"cacheKey": k}}, separators=(",", ":")).encode())
+                          for k in keys))
+    replies = [json.loads(read_frame(sock)[1]) for _ in keys]
+    assert [r["data"]["cacheKey"] for r in replies] == keys
+    assert [r["event"] for r in replies] == [protocol.AUDIO_EXISTS if k == "00000003" else protocol.AUDIO_NOT_FOUND
+                                             for k in keys]
+
+
 def test_bad_messages_get_error_replies_and_the_connection_stays(srv):
     with client(srv.url) as ws:
         ws.send("{not json")
@@ -330,6 +344,32 @@ def test_idle_and_half_open_clients_are_closed(tmp_path):
         assert close_code(slow) == 1001
         assert silent.recv(10) == b""
         assert time.monotonic() - t0 < 4
+
+
+def test_a_request_head_that_never_ends_is_closed_after_the_header_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT", 0.5)
+    with running(tmp_path, idle_timeout=30.0) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        sock.sendall(b"GET /__narrator-health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        t0 = time.monotonic()
+        assert sock.recv(10) == b""
+        assert time.monotonic() - t0 < 3  # the header deadline, not the 30 s idle timeout
+
+
+def test_a_peer_that_stops_reading_is_dropped_and_the_server_serves_on(tmp_path):
+    with running(tmp_path, idle_timeout=1.0) as srv:
+        audio = make_mp3(65)  # ~1 MB: sendfile, and more than the socket buffers hold
+        srv.store.put("0000abcd", audio, "audio/mpeg", 65.0)
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /__narrator-audio/0000abcd.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 8)
+        deadline = time.monotonic() + 6
+        while srv.server.connections and time.monotonic() < deadline:  # stuck writing to us, until the timeout
+            time.sleep(0.05)
+        assert not srv.server.connections
+        status, _, body = get(srv.port, "/__narrator-audio/0000abcd.mp3")
+        assert status == 200 and body == audio
+        sock.close()
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
