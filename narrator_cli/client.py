@@ -12,24 +12,28 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import socket
 import ssl
 import threading
 from collections import deque
-from concurrent.futures import Future, wait
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import protocol, ws
 from .errors import NarratorError, UsageError
-from .store import Entry, Store
+from .store import Entry, Store, check_key
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 UPLOAD_SECONDS_PER_MB = 1.0  # on top of REQUEST_TIMEOUT
-_KIND = {protocol.AVAILABLE: "available", protocol.AUDIO_EXISTS: "check", protocol.AUDIO_NOT_FOUND: "check",
-         protocol.UPLOAD_SUCCESS: "upload", protocol.UPLOAD_ERROR: "upload"}
+SEND_EVERY = 64  # messages per write in a batch
+# Which request a reply answers; an error (for a message it could not read) may answer either.
+_KINDS = {protocol.AVAILABLE: ("available",), protocol.AUDIO_EXISTS: ("check",), protocol.AUDIO_NOT_FOUND: ("check",),
+          protocol.UPLOAD_SUCCESS: ("upload",), protocol.UPLOAD_ERROR: ("upload",), protocol.ERROR: ("check", "upload")}
+# How narrator serve and the Vite plugin both start a reply: enough to route it without parsing it.
+_REPLY_HEAD = re.compile(rb'\{"type":"custom","event":"([a-z:-]+)","data":\{"cacheKey":"([0-9a-f]{8})"')
+_CHECK = '{"type":"custom","event":"%s","data":{"cacheKey":"%%s"}}' % protocol.CHECK_AUDIO
 
 
 class ServerUnavailable(NarratorError):
@@ -55,6 +59,56 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
     return scheme, parts.hostname, port or (443 if scheme == "wss" else 80), parts.path or "/"
 
 
+def _route(raw: bytearray) -> tuple[str, str, bytearray] | None:
+    """(event, cacheKey, raw) of a reply, read from its head when it is spelled the usual way."""
+    m = _REPLY_HEAD.match(raw)
+    if m is not None:
+        return m.group(1).decode(), m.group(2).decode(), raw
+    try:  # another spelling or order, no key, or not ours at all (Vite's connected, update, full-reload)
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("type") != "custom" or not isinstance(obj.get("data"), dict):
+        return None
+    event, key = obj.get("event"), obj["data"].get("cacheKey", "")
+    return (event, key if isinstance(key, str) else "", raw) if isinstance(event, str) else None
+
+
+class Batch:
+    """Replies awaited together, with one wake-up when the last one is in: a ``Future``
+    per request cost as much as the request. Filled by the reader thread; a reply is
+    (event, raw message), parsed by whoever asked (``data``)."""
+
+    __slots__ = ("replies", "left", "error", "done")
+
+    def __init__(self, n: int) -> None:
+        self.replies: list[tuple[str, bytearray] | None] = [None] * n
+        self.left = n
+        self.error: str | None = None
+        self.done = threading.Event()
+        if not n:
+            self.done.set()
+
+    def put(self, i: int, reply: tuple[str, bytearray]) -> None:  # under the client's pending lock
+        self.replies[i] = reply
+        self.left -= 1
+        if not self.left:
+            self.done.set()
+
+    def fail(self, why: str) -> None:
+        self.error = self.error or why
+        self.done.set()
+
+
+def data(raw: bytes | bytearray) -> dict:
+    """The data of a reply the reader routed by its head; a cut-off or malformed one is refused."""
+    try:
+        obj = json.loads(raw.decode())  # from str: json.loads skips guessing the encoding of bytes
+        return obj["data"] if isinstance(obj["data"], dict) else {}
+    except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
+        raise ServerRefused("the server sent a malformed reply") from None
+
+
 class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
@@ -67,7 +121,7 @@ class Client:
         self._sock: socket.socket | None = None
         self._conn = ws.Connection(ws.Role.CLIENT)
         self._lock = threading.Lock()  # the codec and the socket's write side
-        self._pending: dict[tuple[str, str], deque[Future]] = {}
+        self._pending: dict[tuple[str, str], deque[tuple[Batch, int]]] = {}
         self._pending_lock = threading.Lock()
         self._broken: str | None = None
         self._http: Any = None
@@ -106,13 +160,11 @@ class Client:
         self._sock = sock
         if rest:
             self._conn.receive_data(rest)
-        available = self._request("available", "", protocol.CHECK_AVAILABLE, {})
+        available = self._requests("available", [("", protocol.encode(protocol.CHECK_AVAILABLE, {}))])
         threading.Thread(target=self._read, name="narrator-client", daemon=True).start()
-        try:
-            available.result(self.connect_timeout)
-        except (FutureTimeout, ServerUnavailable):
+        if not available.done.wait(self.connect_timeout) or available.error:
             self.close()
-            raise ServerUnavailable(f"{where}: it does not answer narrator:check-available") from None
+            raise ServerUnavailable(f"{where}: it does not answer narrator:check-available")
         return self
 
     def close(self) -> None:
@@ -143,87 +195,91 @@ class Client:
                     out = self._conn.data_to_send()  # pongs, the close echo
                     if out:
                         sock.sendall(out)
-                for event in events:
-                    if isinstance(event, ws.Message) and event.text:
-                        self._dispatch(event.data)
-                    elif isinstance(event, ws.Close):
-                        self._fail_all(f"the server at {self.url} closed the connection")
-                        return
+                replies = [e.data for e in events if isinstance(e, ws.Message) and e.text]
+                if replies:
+                    self._dispatch(replies)
+                if any(isinstance(e, ws.Close) for e in events):
+                    self._fail_all(f"the server at {self.url} closed the connection")
+                    return
                 data = sock.recv(1 << 18)
                 with self._lock:
                     self._conn.receive_data(data)
         except OSError:
             self._fail_all(f"lost the connection to {self.url}")
 
-    def _dispatch(self, raw: bytes | bytearray) -> None:
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            return
-        if not isinstance(obj, dict) or obj.get("type") != "custom" or not isinstance(obj.get("data"), dict):
-            return  # Vite's own messages (connected, update, full-reload): not ours
-        event, data = obj.get("event"), obj["data"]
-        key = data.get("cacheKey", "") if isinstance(data.get("cacheKey"), str) else ""
-        kinds = [_KIND[event]] if event in _KIND else ["check", "upload"] if event == protocol.ERROR else []
+    def _dispatch(self, replies: list[bytearray]) -> None:
+        """Hand each reply to the oldest request waiting for its kind and key; drop the rest."""
+        routed = [route for raw in replies if (route := _route(raw)) is not None]
         with self._pending_lock:
-            for kind in kinds:
-                waiting = self._pending.get((kind, "" if kind == "available" else key))
-                if waiting:
-                    waiting.popleft().set_result((event, data))
-                    return
+            for event, key, raw in routed:
+                for kind in _KINDS.get(event, ()):
+                    waiting = self._pending.get((kind, "" if kind == "available" else key))
+                    if waiting:
+                        batch, i = waiting.popleft()
+                        batch.put(i, (event, raw))
+                        break
 
     def _fail_all(self, why: str) -> None:
         self._broken = self._broken or why
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for queue in pending.values():
-            for fut in queue:
-                if not fut.done():
-                    fut.set_exception(ServerUnavailable(why))
+            for batch, _ in queue:
+                batch.fail(why)
 
-    def _request(self, kind: str, key: str, event: str, data: dict | str) -> Future:
-        return self._requests(kind, [(key, data if isinstance(data, str) else protocol.encode(event, data))])[0]
-
-    def _requests(self, kind: str, messages: list[tuple[str, str]]) -> list[Future]:
-        """Queue replies for (key, message) pairs, then send them all in one write."""
+    def _requests(self, kind: str, messages: list[tuple[str, str]]) -> Batch:
+        """Await replies to (key, message) pairs, then send them all in one write."""
         if self._broken:
             raise ServerUnavailable(self._broken)
         if self._sock is None:
             raise ServerUnavailable(f"not connected to {self.url}")
-        futures: list[Future] = [Future() for _ in messages]
+        batch = Batch(len(messages))
         with self._pending_lock:
-            for (key, _), fut in zip(messages, futures):
-                self._pending.setdefault((kind, key), deque()).append(fut)
+            pending = self._pending
+            for i, (key, _) in enumerate(messages):
+                queue = pending.get((kind, key))
+                if queue is None:
+                    queue = pending[kind, key] = deque()
+                queue.append((batch, i))
         try:
-            with self._lock:
-                for _, message in messages:
-                    self._conn.send_text(message)
-                self._sock.sendall(self._conn.data_to_send())
+            for start in range(0, len(messages), SEND_EVERY):  # the server starts on the first ones at once
+                with self._lock:
+                    for _, message in messages[start:start + SEND_EVERY]:
+                        self._conn.send_text(message)
+                    self._sock.sendall(self._conn.data_to_send())
         except OSError:
             self._fail_all(f"lost the connection to {self.url}")
-        return futures
+        return batch
 
-    def _wait(self, fut: Future, kind: str, key: str, timeout: float, waited: float = 0.0) -> tuple[str, dict]:
-        """The reply, waiting ``timeout`` more seconds after ``waited`` already spent on it."""
-        try:
-            return fut.result(timeout)
-        except FutureTimeout:
-            with self._pending_lock, contextlib.suppress(KeyError, ValueError):
-                self._pending[(kind, key)].remove(fut)
-            raise ServerUnavailable(f"no reply from {self.url} within {waited + timeout:g} s") from None
+    def _wait(self, batch: Batch, kind: str, keys: list[str], timeout: float) -> list[tuple[str, bytearray]]:
+        """All of a batch's replies; ServerUnavailable if the connection broke or ``timeout`` ran out."""
+        if not batch.done.wait(timeout):
+            with self._pending_lock:  # forget what is still awaited, so late replies go nowhere
+                for key in set(keys):
+                    queue = self._pending.get((kind, key))
+                    if queue:
+                        queue = deque(item for item in queue if item[0] is not batch)
+                        if queue:
+                            self._pending[kind, key] = queue
+                        else:
+                            del self._pending[kind, key]
+            batch.fail(f"no reply from {self.url} within {timeout:g} s")
+        if batch.error or batch.left:
+            raise ServerUnavailable(batch.error or f"no reply from {self.url}")
+        return batch.replies  # type: ignore[return-value]  # all filled: left == 0
 
     # --- the events ---------------------------------------------------------------------
     def check(self, keys: list[str]) -> dict[str, dict | None]:
         """key -> the server's audio-exists data, or None; all keys in flight at once."""
-        sent = self._requests("check", [(key, protocol.encode(protocol.CHECK_AUDIO, {"cacheKey": key}))
-                                        for key in keys])
-        wait(sent, self.timeout)  # one wake-up for the batch, not one per reply; the time is spent by then
+        for key in keys:
+            check_key(key)  # also what makes the message below safe to build by formatting
+        batch = self._requests("check", [(key, _CHECK % key) for key in keys])
+        replies = self._wait(batch, "check", keys, self.timeout)
         found: dict[str, dict | None] = {}
-        for key, fut in zip(keys, sent):
-            event, data = self._wait(fut, "check", key, 0, waited=self.timeout)
+        for key, (event, raw) in zip(keys, replies):
             if event == protocol.ERROR:
-                raise ServerRefused(f"the server refused to check {key}: {data.get('error')}")
-            found[key] = data if event == protocol.AUDIO_EXISTS else None
+                raise ServerRefused(f"the server refused to check {key}: {data(raw).get('error')}")
+            found[key] = data(raw) if event == protocol.AUDIO_EXISTS else None
         return found
 
     def upload(self, entry: Entry, audio: bytes) -> dict:
@@ -232,12 +288,14 @@ class Client:
         message = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO, "data": {
             "cacheKey": entry.key, "mimeType": mime, "duration": entry.duration, "metadata": entry.meta,
             "data": f"data:{mime};base64," + base64.b64encode(audio).decode("ascii")}}, ensure_ascii=False)
-        fut = self._request("upload", entry.key, protocol.UPLOAD_AUDIO, message)
+        batch = self._requests("upload", [(entry.key, message)])
         del message
-        event, data = self._wait(fut, "upload", entry.key, self.timeout + UPLOAD_SECONDS_PER_MB * len(audio) / 1e6)
+        [(event, raw)] = self._wait(batch, "upload", [entry.key],
+                                    self.timeout + UPLOAD_SECONDS_PER_MB * len(audio) / 1e6)
+        reply = data(raw)
         if event != protocol.UPLOAD_SUCCESS:
-            raise ServerRefused(f"the server refused {entry.key}: {data.get('error', 'no reason given')}")
-        return data
+            raise ServerRefused(f"the server refused {entry.key}: {reply.get('error', 'no reason given')}")
+        return reply
 
     def download(self, store: Store, found: dict) -> Entry:
         """Fetch what an audio-exists reply points at, verify it against its metadata, store it atomically."""
