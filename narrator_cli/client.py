@@ -134,6 +134,7 @@ class Client:
     def connect(self) -> Client:
         """Connect, handshake, and confirm the narrator events are served; else ServerUnavailable."""
         where = f"no narrator server at {self.url}"
+        sock = None
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
             if self.scheme == "wss":
@@ -149,12 +150,23 @@ class Client:
                     raise ConnectionError("connection closed during the handshake")
                 received += chunk
         except ws.HandshakeError as exc:
+            sock.close()  # type: ignore[union-attr]  # the handshake needs a socket
             text = str(exc)
             if "401" in text or "403" in text:
                 raise ServerUnavailable(f"{where}: refused ({text}; check the token)") from None
+            if "400" in text:  # how a Vite dev server refuses a missing or wrong token
+                raise ServerUnavailable(f"{where}: refused ({text}; a Vite dev server wants its token: --token)") \
+                    from None
             raise ServerUnavailable(f"{where}: {text}") from None
         except (OSError, ssl.SSLError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc))
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, TimeoutError) and sock is not None:  # Vite ignores upgrades on other paths
+                reason = f"connected, but no WebSocket handshake on {self.path!r} within {self.connect_timeout:g} s"
+            elif isinstance(exc, TimeoutError):
+                reason = "timed out"
+            else:
+                reason = getattr(exc, "strerror", None) or str(exc)
             raise ServerUnavailable(f"{where}: {reason}") from None
         sock.settimeout(None)
         self._sock = sock

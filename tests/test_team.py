@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -239,6 +240,7 @@ def test_unreachable_and_silent_servers(tmp_path):
         t0 = time.monotonic()
         r = run(folder, "check", "--key", "0000abcd", "--server", url)
         assert r.returncode == 2 and f"no narrator server at {url}" in r.stderr
+        assert "connected, but no WebSocket handshake on '/'" in r.stderr  # a path Vite ignores looks like this
         assert time.monotonic() - t0 < 30
         r = run(folder, "speak", "hello again", "--provider", "mock", "--json", env={"NARRATOR_SERVER": url})
         assert r.returncode == 0 and rows(r)[0]["status"] == "generated"
@@ -247,3 +249,23 @@ def test_unreachable_and_silent_servers(tmp_path):
 def test_invalid_server_url(tmp_path):
     r = run(member(tmp_path, "a"), "check", "--key", "0000abcd", "--server", "ftp://example")
     assert r.returncode == 2 and "invalid server URL" in r.stderr
+
+
+def test_a_vite_style_400_refusal_hints_at_the_token(tmp_path):
+    with socket.socket() as listener:  # answers the upgrade the way Vite refuses a missing token
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+        thread = threading.Thread(target=refuse, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        r = run(member(tmp_path, "a"), "check", "--key", "0000abcd", "--server", url)
+        thread.join(10)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"no narrator server at {url}: refused" in r.stderr and "--token" in r.stderr
