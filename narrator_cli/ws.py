@@ -238,11 +238,34 @@ class Connection:
                         if self._fin:
                             self._finish_message()
                 continue
+            if end - pos > 1 and data[pos] == 0x81 and self._msg_opcode is None:
+                used = self._small_text(data, pos, end)
+                if used:
+                    pos += used
+                    continue
             used = self._header(data, pos, end)
             if not used:
                 return pos
             pos += used
         return pos
+
+    def _small_text(self, data: bytes | bytearray, pos: int, end: int) -> int:
+        """A whole one-frame text message of under 126 bytes (every check and reply) in one step;
+        its length, or 0 to leave it to the general path, which also reports every error."""
+        b1 = data[pos + 1]
+        n, masked = b1 & 0x7F, b1 >> 7
+        start = pos + (6 if masked else 2)
+        if n > 125 or masked != (self.role is Role.SERVER) or end - start < n \
+                or (self.max_message_size is not None and n > self.max_message_size):
+            return 0
+        payload = _mask(data[start:start + n], bytes(data[start - 4:start])) if masked else data[start:start + n]
+        if not payload.isascii():
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+        self._events.append(Message(bytearray(payload), True))
+        return start + n - pos
 
     def _header(self, data: bytes | bytearray, pos: int, end: int) -> int:
         """Read one frame header at ``pos``; its length, or 0 while incomplete. Checks fail as early as possible."""

@@ -600,3 +600,45 @@ def test_partial_is_the_growing_buffer_of_the_text_message_across_fragments():
     assert conn.partial is None
     conn.receive_data(masked(0x02, b"\x00\x01"))  # binary: not a text message
     assert conn.partial is None
+
+
+# --- the one-step path for small whole text frames agrees with the general one -----------------
+def _unmasked(payload: bytes, first: int = 0x81) -> bytes:
+    return bytes((first, len(payload))) + payload
+
+
+@pytest.mark.parametrize("role, raw, limit", [
+    (Role.SERVER, masked(0x81, b'{"type":"custom","event":"narrator:check-audio"}'), None),
+    (Role.SERVER, masked(0x81, b""), None),
+    (Role.SERVER, masked(0x81, "h\u00e9llo \u2603".encode()), None),
+    (Role.SERVER, masked(0x81, b"caf\xc3"), None),  # cut in the middle of a character: 1007
+    (Role.SERVER, masked(0x81, b"\xff"), None),
+    (Role.SERVER, _unmasked(b"not masked"), None),  # 1002
+    (Role.SERVER, masked(0x81, b"x" * 125), None),
+    (Role.SERVER, masked(0x81, b"x" * 20), 10),  # over the message limit: 1009
+    (Role.SERVER, masked(0x81, b"abc") + masked(0x81, b"def")[:5], None),  # a whole frame, then part of one
+    (Role.SERVER, masked(0x01, b"ab") + masked(0x81, b"cd"), None),  # a text frame inside a fragmented message
+    (Role.SERVER, masked(0x01, b"ab") + masked(0x80, b"cd") + masked(0x81, b"ef"), None),
+    (Role.CLIENT, _unmasked(b'{"type":"custom","event":"narrator:available","data":{}}'), None),
+    (Role.CLIENT, masked(0x81, b"masked by a server"), None),  # 1002
+    (Role.CLIENT, _unmasked("\u00fcber".encode()) + _unmasked(b"\xed\xa0\x80"), None),  # a surrogate: 1007
+])
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+def test_small_text_frames_read_in_one_step_as_the_general_path_reads_them(monkeypatch, role, raw, limit, piece):
+    def run() -> tuple[list, bytes]:
+        conn = Connection(role, max_message_size=limit)
+        events = []
+        for start in range(0, len(raw), piece):
+            conn.receive_data(raw[start:start + piece])
+            events += conn.events()
+        sent = conn.data_to_send()
+        if role is Role.CLIENT:  # masked with random keys: compare what a server reads from it
+            peer = Connection(Role.SERVER)
+            peer.receive_data(sent)
+            sent = [(type(e).__name__, getattr(e, "code", None), getattr(e, "reason", None)) for e in peer.events()]
+        return [(type(e).__name__, bytes(e.data) if isinstance(e, Message) else getattr(e, "code", None))
+                for e in events], sent
+
+    fast = run()
+    monkeypatch.setattr(Connection, "_small_text", lambda self, data, pos, end: 0)
+    assert fast == run()
