@@ -218,6 +218,8 @@ class Client:
                     self._conn.receive_data(data)
         except OSError:
             self._fail_all(f"lost the connection to {self.url}")
+        except Exception as exc:  # noqa: BLE001 - a bug here must fail the waiting requests, not hang them
+            self._fail_all(f"lost the connection to {self.url}: {type(exc).__name__}: {exc}")
 
     def _dispatch(self, replies: list[bytearray]) -> None:
         """Hand each reply to the oldest request waiting for its kind and key; drop the rest."""

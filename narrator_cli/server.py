@@ -91,8 +91,9 @@ class Watchdog:
     context manager per message, a tenth of a small request's time.
     """
 
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+        self.expired = False
         self.deadline = 0.0
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
@@ -113,9 +114,12 @@ class Watchdog:
             self._handle = None
 
     def expire(self) -> None:
-        """What silence ends in; a WebSocket says goodbye first. Abort: nothing is flushed to a
-        peer that stopped reading, and the pending read ends at once."""
-        self.transport.abort()
+        """What silence ends in (a WebSocket says goodbye first): the connection's task is
+        cancelled wherever it waits, a read, a drain or a sendfile, and its socket then aborted
+        (``expired``): nothing is flushed to a peer that stopped reading. Cancelling first
+        matters: aborting under a running ``loop.sendfile`` leaves it waiting forever (3.11)."""
+        self.expired = True
+        self.task.cancel()
 
     def _fire(self) -> None:
         self._handle = None
@@ -178,7 +182,7 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
-        dog = Watchdog(writer.transport)
+        dog = Watchdog(task)
         try:
             await self._http(reader, writer, dog)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, asyncio.CancelledError):
@@ -188,9 +192,12 @@ class Server:
         finally:
             dog.cancel()
             self.connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if dog.expired:
+                writer.transport.abort()
+            else:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dog: Watchdog) -> None:
         parser = http.RequestParser()
@@ -407,7 +414,7 @@ class Server:
             conn.send_close(1001, "idle timeout")
             writer.write(conn.data_to_send())
             writer.transport.close()
-            dog.expire = writer.transport.abort
+            del dog.expire  # a second silence, of the peer that should answer the close: the default
             dog.after(1.0)
 
         dog.expire = goodbye  # type: ignore[method-assign]
