@@ -30,6 +30,7 @@ READ_CHUNK = 1 << 17
 INLINE_BODY = 1 << 18  # files up to this size go out in the same write as their head; bigger ones by sendfile
 HEADER_TIMEOUT = 10.0
 FLUSH_EVERY = 32  # replies
+SLOWEST_READER = 16 * 1024  # bytes/s a download may take before its idle timeout runs
 CACHED_REPLIES = protocol.CACHED_REPLIES
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -221,11 +222,11 @@ class Server:
             if request.header("upgrade", "").lower() == "websocket":
                 await self._upgrade(request, parser.trailing_data(), reader, writer, dog)
                 return
-            keep = await self._route(request, writer)
+            keep = await self._route(request, writer, dog)
             if not (keep and request.keep_alive):
                 return
 
-    async def _route(self, request: http.Request, writer: asyncio.StreamWriter) -> bool:
+    async def _route(self, request: http.Request, writer: asyncio.StreamWriter, dog: Watchdog) -> bool:
         refusal = self._check_host(request)
         if refusal:
             await self._send(writer, 400, {"error": refusal}, keep_alive=False)
@@ -242,7 +243,7 @@ class Server:
             return True
         path = request.path
         if request.target.startswith(protocol.AUDIO_PREFIX):
-            return await self._audio(request, writer, cors)
+            return await self._audio(request, writer, cors, dog)
         if path == "/__narrator-health":
             self.index.sync()
             await self._send(writer, 200, {"status": "ok", "version": __version__,
@@ -261,7 +262,7 @@ class Server:
         await self._send(writer, 404, {"error": "not found"}, cors, head=request.method == "HEAD")
         return True
 
-    async def _audio(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> bool:
+    async def _audio(self, request: http.Request, writer: asyncio.StreamWriter, cors: list, dog: Watchdog) -> bool:
         head = request.method == "HEAD"
         name = http.safe_file_name(request.target, protocol.AUDIO_PREFIX)
         entry = self.index.get(name[:8]) if name else None
@@ -295,6 +296,8 @@ class Server:
         except OSError:
             await self._send(writer, 404, {"error": "not found"}, cors, head=head)
             return True
+        if not head:  # a slow reader is not a silent one: it has until the body could go at SLOWEST_READER
+            dog.after(self.options.idle_timeout + length / SLOWEST_READER)
         with fh:
             if head or length <= INLINE_BODY:
                 body = b"" if head else os.pread(fh.fileno(), length, start)

@@ -357,7 +357,8 @@ def test_a_request_head_that_never_ends_is_closed_after_the_header_timeout(tmp_p
 
 
 @pytest.mark.parametrize("repeat", range(3))  # the abort can land in any phase of the sendfile
-def test_a_peer_that_stops_reading_is_dropped_and_the_server_serves_on(tmp_path, caplog, repeat):
+def test_a_peer_that_stops_reading_is_dropped_and_the_server_serves_on(tmp_path, caplog, monkeypatch, repeat):
+    monkeypatch.setattr(server_module, "SLOWEST_READER", 10_000_000)  # ~1 MB: 0.1 s on top of the idle timeout
     with running(tmp_path, idle_timeout=1.0) as srv:
         audio = make_mp3(65)  # ~1 MB: sendfile, and more than the socket buffers hold
         srv.store.put("0000abcd", audio, "audio/mpeg", 65.0)
@@ -372,6 +373,25 @@ def test_a_peer_that_stops_reading_is_dropped_and_the_server_serves_on(tmp_path,
         assert status == 200 and body == audio
         sock.close()
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []  # nothing asyncio complained of
+
+
+def test_a_slow_but_steady_download_outlasts_the_idle_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "SLOWEST_READER", 1_000_000)  # 20 MB: 20 s on top of the idle timeout
+    with running(tmp_path, idle_timeout=1.0) as srv:
+        audio = make_mp3(1250)  # ~20 MB, far more than the socket buffers: sendfile waits on the reader
+        srv.store.put("0000abcd", audio, "audio/mpeg", 1250.0)
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /__narrator-audio/0000abcd.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received, t0 = bytearray(), time.monotonic()
+        while len(received) < len(audio) + 200 and (chunk := sock.recv(65536)):
+            received += chunk
+            time.sleep(0.01)  # ~6 MB/s at most: the body takes about three idle timeouts
+        elapsed = time.monotonic() - t0
+        sock.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == len(audio) and body == audio
+    assert elapsed > 1.5  # it really was slower than the idle timeout
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
