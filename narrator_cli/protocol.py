@@ -301,9 +301,13 @@ class UploadStream:
         head = None
         if ok:
             head, self.staged = StreamedHead(self.staged, self.pos - self.begin), None
+        self.close()
+        return head
+
+    def close(self) -> None:
+        """End the stream, handing nothing over: what it staged is deleted. Safe to repeat."""
         self._drop()
         self.buf, self.failed = None, True
-        return head
 
 
 class Handler:

@@ -366,7 +366,7 @@ class Server:
         if origin in self.options.allow_origins:
             return True
         parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and parts.hostname in ("localhost", "127.0.0.1", "::1") \
+        return parts.scheme in ("http", "https") and parts.hostname in LOOPBACK_HOSTS \
             and not parts.path.strip("/")
 
     def _cors(self, request: http.Request) -> list[tuple[str, str]]:
@@ -442,7 +442,7 @@ class Server:
                     await asyncio.sleep(0)  # a large message arrives in many chunks: let others run between them
         finally:
             if stream is not None:
-                stream.take(b"", None, 0)  # a message cut off mid-upload: delete what it staged
+                stream.close()  # a message cut off mid-upload: delete what it staged
             for task in tasks:
                 task.cancel()
 
@@ -468,7 +468,7 @@ class Server:
         then overlaps the receive instead of following it. One bounded step per read."""
         buf = conn.partial
         if stream is not None and stream.buf is not buf:  # its message was cut off: delete what it staged
-            stream.take(b"", None, 0)
+            stream.close()
             stream = None
         if buf is None or len(buf) <= protocol.SPLICE_OVER:
             return None
@@ -501,7 +501,7 @@ class Server:
             reply = exc.reply()
         finally:
             if stream is not None:
-                stream.take(b"", None, 0)  # done with it either way: drop the buffer, and the file unless taken
+                stream.close()  # done with it either way: drop the buffer, and the file unless taken
         conn.send_text(reply)
 
     async def _upload(self, conn: ws.Connection, writer: asyncio.StreamWriter, key: str, mime: str, b64: memoryview,
