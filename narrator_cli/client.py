@@ -12,7 +12,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import re
 import socket
 import ssl
 import threading
@@ -31,9 +30,6 @@ SEND_EVERY = 64  # messages per write in a batch
 # Which request a reply answers; an error (for a message it could not read) may answer either.
 _KINDS = {protocol.AVAILABLE: ("available",), protocol.AUDIO_EXISTS: ("check",), protocol.AUDIO_NOT_FOUND: ("check",),
           protocol.UPLOAD_SUCCESS: ("upload",), protocol.UPLOAD_ERROR: ("upload",), protocol.ERROR: ("check", "upload")}
-# How narrator serve and the Vite plugin both start a reply: enough to route it without parsing it.
-_REPLY_HEAD = re.compile(rb'\{"type":"custom","event":"([a-z:-]+)","data":\{"cacheKey":"([0-9a-f]{8})"')
-_CHECK = '{"type":"custom","event":"%s","data":{"cacheKey":"%%s"}}' % protocol.CHECK_AUDIO
 
 
 class ServerUnavailable(NarratorError):
@@ -61,7 +57,7 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
 
 def _route(raw: bytearray) -> tuple[str, str, bytearray] | None:
     """(event, cacheKey, raw) of a reply, read from its head when it is spelled the usual way."""
-    m = _REPLY_HEAD.match(raw)
+    m = protocol.REPLY_HEAD.match(raw)  # how narrator serve and the Vite plugin start a reply with a key
     if m is not None:
         return m.group(1).decode(), m.group(2).decode(), raw
     try:  # another spelling or order, no key, or not ours at all (Vite's connected, update, full-reload)
@@ -286,8 +282,8 @@ class Client:
     def check(self, keys: list[str]) -> dict[str, dict | None]:
         """key -> the server's audio-exists data, or None; all keys in flight at once."""
         for key in keys:
-            check_key(key)  # also what makes the message below safe to build by formatting
-        batch = self._requests("check", [(key, _CHECK % key) for key in keys])
+            check_key(key)  # also what makes check_message safe to build by formatting
+        batch = self._requests("check", [(key, protocol.check_message(key)) for key in keys])
         replies = self._wait(batch, "check", keys, self.timeout)
         found: dict[str, dict | None] = {}
         for key, (event, raw) in zip(keys, replies):

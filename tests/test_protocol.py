@@ -343,3 +343,12 @@ def test_check_messages_read_without_json_decode_exactly_as_json_does(handler, r
     except BadMessage:
         got = "invalid"
     assert got == expected
+
+
+def test_hot_path_spellings_agree_with_encode():
+    key = "5f5ac131"
+    assert protocol.check_message(key) == protocol.encode(protocol.CHECK_AUDIO, {"cacheKey": key})
+    assert protocol.decode_located(protocol.check_message(key).encode()) == (protocol.CHECK_AUDIO, {"cacheKey": key}, None)
+    for event in (protocol.AUDIO_EXISTS, protocol.AUDIO_NOT_FOUND, protocol.UPLOAD_SUCCESS, protocol.UPLOAD_ERROR):
+        m = protocol.REPLY_HEAD.match(protocol.encode(event, {"cacheKey": key, "filePath": "/x"}).encode())
+        assert m is not None and m.groups() == (event.encode(), key.encode())
