@@ -14,15 +14,10 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from .keys import is_key
 from .store import MIME_EXT, Entry, Staged, Store
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    from .decoder_process import Helper
 
 SUBPROTOCOL = "vite-hmr"
 AUDIO_PREFIX = "/__narrator-audio/"
@@ -210,17 +205,13 @@ class Index:
 _PAD = ord("=")
 STREAM_MIN = 1 << 18  # base64 characters worth a decode step while a message arrives
 STREAM_FIND = 1 << 16  # the data URL must start within this many bytes of the message
-HELPER_OVER = 8 << 20  # a message at least this large is decoded by a helper process (decoder_process)
-HELPERS = os.cpu_count() or 1  # helper processes at once, at most
 
 
 class StreamedHead(NamedTuple):
-    """What an ``UploadStream`` did with the first ``chars`` base64 characters: decoded them
-    into ``staged``, or, with a ``helper``, handed them to it to decode into ``staged``."""
+    """What an ``UploadStream`` decoded: the audio of the first ``chars`` base64 characters, written to ``staged``."""
 
     staged: Staged
     chars: int
-    helper: Helper | None = None
 
 
 class UploadStream:
@@ -230,26 +221,22 @@ class UploadStream:
     it only grows, and it is read here between arrivals, never kept as a view.
     The stream finds the data URL the way ``decode`` will (the first ``"data:``,
     the comma ``_base64_of`` would take), then decodes each newly arrived
-    4-character-aligned region strictly, stopping at the closing quote; or,
-    given ``helper`` (see ``decoder_process``), hands it to a helper process
-    that decodes on another core. On anything unexpected it gives up: the whole
-    message is then decoded the normal way, which also produces the error
-    reply. The audio goes straight into a staged file, so by the last byte it
-    is written and hashed. ``take`` hands the head over only if it is exactly
-    the start of the base64 the message holds; otherwise the staged file is deleted.
+    4-character-aligned region strictly, stopping at the closing quote. On
+    anything unexpected it gives up: the whole message is then decoded the
+    normal way, which also produces the error reply. The audio goes straight
+    into a staged file, so by the last byte it is written and hashed. ``take``
+    hands the decoded head over only if it is exactly the start of the base64
+    the message holds; otherwise the staged file is deleted.
     """
 
-    def __init__(self, buf: bytearray, max_chars: int, store: Store,
-                 helper: Callable[[int], Helper | None] | None = None) -> None:
+    def __init__(self, buf: bytearray, max_chars: int, store: Store) -> None:
         self.buf: bytearray | None = buf
         self.max_chars = max_chars
         self.store = store
-        self.start_helper = helper
         self.url = -1  # offset of the data URL's first character
         self.begin = -1  # offset of its first base64 character
-        self.pos = -1  # offset of the first character not decoded (or handed over) yet
+        self.pos = -1  # offset of the first character not decoded yet
         self.staged: Staged | None = None
-        self.helper: Helper | None = None
         self.done = False  # reached the closing quote
         self.failed = False
 
@@ -276,15 +263,11 @@ class UploadStream:
             with memoryview(buf)[self.pos:stop] as piece:
                 if not final and piece[-1] == _PAD:
                     raise ValueError("padding before the end")
-                if self.staged is None and stop > self.pos:
-                    self.staged = self.store.stage()
-                    if self.start_helper is not None:
-                        self.helper = self.start_helper(self.staged.fd)
-                if self.helper is not None:
-                    stop = self.pos + self.helper.feed(piece)  # what the pipe takes; the rest waits
-                    final = final and stop == self.pos + len(piece)
-                elif stop > self.pos:
-                    self.staged.write(binascii.a2b_base64(piece, strict_mode=True))
+                if stop > self.pos:
+                    audio = binascii.a2b_base64(piece, strict_mode=True)
+                    if self.staged is None:
+                        self.staged = self.store.stage()
+                    self.staged.write(audio)
         except (binascii.Error, ValueError, OSError):
             return self._give_up()
         self.pos = stop
@@ -295,9 +278,6 @@ class UploadStream:
         self._drop()
 
     def _drop(self) -> None:
-        if self.helper is not None:
-            self.helper.kill()
-            self.helper = None
         if self.staged is not None:
             self.staged.discard()
             self.staged = None
@@ -329,8 +309,7 @@ class UploadStream:
               and self.staged is not None and self.pos - self.begin <= b64_len)
         head = None
         if ok:
-            head = StreamedHead(self.staged, self.pos - self.begin, self.helper)
-            self.staged = self.helper = None
+            head, self.staged = StreamedHead(self.staged, self.pos - self.begin), None
         self.close()
         return head
 
@@ -351,7 +330,6 @@ class Handler:
         self.allowed = tuple(allowed_mime_types)
         self.max_file_size = max_file_size
         self._replies: dict[str, tuple[dict, str]] = {}  # key -> (metadata it was made from, audio-exists reply)
-        self._helpers: list[Helper] = []
 
     def max_message_size(self) -> int:
         """The largest WebSocket message an allowed upload needs (base64 plus the JSON around it)."""
@@ -402,71 +380,41 @@ class Handler:
             raise BadMessage("metadata must be an object", key, UPLOAD_ERROR)
         return key, mime, b64, meta
 
-    def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None
-                     ) -> Iterator[Staged | Future | None]:
+    def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None) -> Iterator[Staged | None]:
         """Decode base64 into a staged file a bounded chunk at a time; yields None between
-        chunks, a Future to wait for (off the event loop) while a helper process finishes,
-        and the staged file last (for ``store_upload``). On any error it is deleted.
+        chunks, the staged file last (for ``store_upload``). On any error it is deleted.
 
-        ``head``: the start of ``b64`` an ``UploadStream`` already decoded (strictly, as
-        here) or handed to a helper process. If the helper fails in any way, the whole
-        of ``b64`` is decoded here instead: that is always right, and finds the error.
+        ``head``: the start of ``b64`` an ``UploadStream`` already decoded (strictly, as here).
         """
-        staged, skip, helper = head if head is not None else (None, 0, None)
+        if len(b64) % 4:
+            raise BadMessage("invalid base64 data", key, UPLOAD_ERROR)
+        staged, skip = (head.staged, head.chars) if head is not None else (self.index.store.stage(), 0)
         del head
         try:
-            if len(b64) % 4:
-                raise ValueError("base64 length is not a multiple of 4")
-            if helper is not None:
-                assert staged is not None
-                done = helper.finish(b64[skip:])
-                yield done
-                try:
-                    staged.adopt(*done.result())  # type: ignore[misc]  # TypeError: it failed
-                    skip = len(b64)
-                except (TypeError, ValueError):
-                    staged.discard()
-                    staged, skip = None, 0
-            if staged is None:
-                staged = self.index.store.stage()
             for start in range(skip, len(b64), B64_CHUNK):
                 piece = b64[start:start + B64_CHUNK]
                 if start + B64_CHUNK < len(b64) and piece[-1] == _PAD:
                     raise ValueError("padding before the end")  # strict mode sees one chunk, not this
                 staged.write(binascii.a2b_base64(piece, strict_mode=True))
                 del piece
+                if staged.size > self.max_file_size:
+                    raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key,
+                                     UPLOAD_ERROR)
                 yield None
-            if staged.size > self.max_file_size:
-                raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key, UPLOAD_ERROR)
             if not staged.size:
                 raise BadMessage("empty audio", key, UPLOAD_ERROR)
-        except BaseException as exc:  # including GeneratorExit: a cancelled upload
-            if helper is not None:
-                helper.kill()
-            if staged is not None:
-                staged.discard()
-            if isinstance(exc, (binascii.Error, ValueError)):
-                raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
+        except (binascii.Error, ValueError):
+            staged.discard()
+            raise BadMessage("invalid base64 data", key, UPLOAD_ERROR) from None
+        except BaseException:  # including GeneratorExit: a cancelled upload
+            staged.discard()
             raise
         del b64  # the message buffer can go before the file is committed
         yield staged
 
-    def upload_stream(self, buf: bytearray, size: int = 0) -> UploadStream:
-        """A decoder for the data URL of the upload arriving in ``buf``, bounded by the size limit.
-        ``size``: how large the message is known to become; a large one is decoded by a helper process."""
-        return UploadStream(buf, (self.max_file_size + 2) // 3 * 4, self.index.store,
-                            self._start_helper if size >= HELPER_OVER else None)
-
-    def _start_helper(self, fd: int) -> Helper | None:
-        from .decoder_process import start
-
-        self._helpers = [h for h in self._helpers if h.running]
-        if len(self._helpers) >= HELPERS:
-            return None  # the cores are busy already: decode here
-        helper = start(fd)
-        if helper is not None:
-            self._helpers.append(helper)
-        return helper
+    def upload_stream(self, buf: bytearray) -> UploadStream:
+        """A decoder for the data URL of the upload arriving in ``buf``, bounded by the size limit."""
+        return UploadStream(buf, (self.max_file_size + 2) // 3 * 4, self.index.store)
 
     def store_upload(self, key: str, mime: str, staged: Staged, meta: dict) -> str:
         """Measure, commit, index; the success reply. Blocking: run it off the event loop.

@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 import zlib
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -474,7 +473,7 @@ class Server:
         if buf is None or len(buf) <= protocol.SPLICE_OVER:
             return None
         if stream is None:
-            stream = self.handler.upload_stream(buf, len(buf) + conn.remaining)
+            stream = self.handler.upload_stream(buf)
         stream.step()
         return stream
 
@@ -515,8 +514,6 @@ class Server:
                 for step in steps:
                     if step is None:
                         await asyncio.sleep(0)
-                    elif isinstance(step, Future):  # a helper process finishing the decode
-                        await asyncio.wrap_future(step)
                     else:
                         staged = step
             finally:

@@ -277,25 +277,11 @@ class Staged:
         self.path = root / f".{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}"
         self.size = 0
         self._hash = hashlib.sha256()
-        self._sha256: str | None = None  # what another process wrote, by its own count
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     @property
     def sha256(self) -> str:
-        return self._sha256 or self._hash.hexdigest()
-
-    @property
-    def fd(self) -> int:
-        """The open file, for another process to write into (then ``adopt`` what it wrote)."""
-        assert self._fd is not None, "closed"
-        return self._fd
-
-    def adopt(self, sha256: str, size: int) -> None:
-        """Take the file's content as written through ``fd`` by another process, instead of ``write``."""
-        assert not self.size, "adopt after write"
-        if os.fstat(self.fd).st_size != size:
-            raise ValueError(f"{self.path.name} does not hold the {size} bytes written to it")
-        self._sha256, self.size = sha256, size
+        return self._hash.hexdigest()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._fd is not None, "write after close"

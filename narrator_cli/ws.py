@@ -183,11 +183,6 @@ class Connection:
             return None
         return self._msg
 
-    @property
-    def remaining(self) -> int:
-        """Payload bytes of the frame being read that have not arrived yet."""
-        return self._remaining if self._in_frame else 0
-
     # --- input ----------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Parse what the peer sent; ``b""`` means the peer closed the stream."""

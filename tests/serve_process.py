@@ -29,20 +29,3 @@ def start_serve(*args: str, cwd: Path | str | None = None, drain: bool = False) 
 
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
-
-
-def decoder_helpers(parent: int) -> list[int]:
-    """Live (not zombie) decoder helper processes whose parent is ``parent``, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # gone meanwhile
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z" and b"decoder_process.py" in cmdline:
-            found.append(int(entry.name))
-    return found

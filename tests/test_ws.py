@@ -602,18 +602,6 @@ def test_partial_is_the_growing_buffer_of_the_text_message_across_fragments():
     assert conn.partial is None
 
 
-def test_remaining_counts_the_payload_of_the_current_frame_still_to_come():
-    conn = Connection(Role.SERVER)
-    assert conn.remaining == 0
-    frame = masked(0x81, b"z" * 1000)  # 4-byte header, 4-byte key, 1000 bytes payload
-    conn.receive_data(frame[:3])  # not even the whole header: nothing known yet
-    assert conn.remaining == 0
-    conn.receive_data(frame[3:308])
-    assert conn.remaining == 700 and len(conn.partial) == 300
-    conn.receive_data(frame[308:])
-    assert conn.remaining == 0 and conn.events() == [Message(b"z" * 1000, True)]
-
-
 # --- the one-step path for small whole text frames agrees with the general one -----------------
 def _unmasked(payload: bytes, first: int = 0x81) -> bytes:
     return bytes((first, len(payload))) + payload
