@@ -31,6 +31,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_vite(site: Path, vite_dir: Path | None) -> tuple[subprocess.Popen, int, str]:
+    """Vite 5.4 with the stand-in plugin, serving ``site`` (made here) on a free 127.0.0.1 port once it
+    accepts connections: (process, port, Vite's version). Stop it with os.killpg(process.pid, SIGTERM)."""
+    site.mkdir()
+    shutil.copy(HERE / "vite.config.mjs", site)
+    (site / "index.html").write_text("<!doctype html><title>narrator interop</title>\n")
+    if vite_dir:
+        (site / "node_modules").symlink_to(vite_dir.resolve() / "node_modules")
+    else:
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "vite@5.4"], cwd=site, check=True,
+                       capture_output=True, timeout=300)
+    version = json.loads((site / "node_modules/vite/package.json").read_text())["version"]
+    port = free_port()
+    vite = subprocess.Popen(["node", "node_modules/vite/bin/vite.js", "--host", "127.0.0.1", "--port", str(port),
+                             "--strictPort"], cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return vite, port, version
+        time.sleep(0.2)
+    os.killpg(vite.pid, signal.SIGTERM)
+    raise RuntimeError("Vite did not start within 30 s")
+
+
 def narrator(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NARRATOR_PROVIDER": "mock", "NARRATOR_CONFIG": str(cwd / "none.toml")}
     env.pop("NARRATOR_SERVER", None)
@@ -55,26 +81,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
-        site.mkdir()
-        shutil.copy(HERE / "vite.config.mjs", site)
-        (site / "index.html").write_text("<!doctype html><title>narrator interop</title>\n")
-        if args.vite_dir:
-            (site / "node_modules").symlink_to(args.vite_dir.resolve() / "node_modules")
-        else:
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "vite@5.4"], cwd=site, check=True,
-                           capture_output=True, timeout=300)
-        version = json.loads((site / "node_modules/vite/package.json").read_text())["version"]
-        port = free_port()
-        vite = subprocess.Popen(["node", "node_modules/vite/bin/vite.js", "--host", "127.0.0.1", "--port", str(port),
-                                 "--strictPort"], cwd=site, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        vite, port, version = start_vite(site, args.vite_dir)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.2)
             url = f"http://127.0.0.1:{port}"
             print(f"Vite {version} at {url}")
             line = "Hello from the command line."
