@@ -90,7 +90,7 @@ class TeamCache:
         self.store = store
         self.warn = warn
         self.off = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _ready skips while holding it
         self._connected = False
 
     def _skip(self, exc: NarratorError) -> None:
@@ -107,8 +107,7 @@ class TeamCache:
                 try:
                     self.client.connect()
                 except ServerUnavailable as exc:
-                    self.off = True
-                    self.warn(f"team cache skipped: {exc}")
+                    self._skip(exc)
                     return None
                 self._connected = True
         return self.client
