@@ -91,6 +91,14 @@ def test_colliding_key_is_a_miss_with_a_warning_never_the_other_line(tmp_path):
     assert both.exit_code == 1 and "taken by another line" in both.stdout
 
 
+def test_json_rows_come_as_lines_finish_cached_first(tmp_path):
+    run("speak", "--provider", "mock", "second line")
+    rows = [json.loads(x) for x in run("speak", "--provider", "mock", "--json", "first line", "second line",
+                                       "first line").stdout.splitlines()]
+    assert [(r["text"], r["status"]) for r in rows] == [
+        ("second line", "cached"), ("first line", "generated"), ("first line", "cached")]
+
+
 def test_cache_hit_counts_as_use(tmp_path):
     run("speak", "--provider", "mock", "old line")
     wav = next((tmp_path / "audio-cache").glob("*.wav"))
