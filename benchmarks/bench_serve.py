@@ -246,23 +246,23 @@ async def websocket_figures(port: int, n: int) -> dict:
 async def main(quick: bool, rounds: int, vite_dir: Path | None) -> None:
     n = 1000 if quick else 4000
     with tempfile.TemporaryDirectory() as tmp:
-        vite_proc = vite_port = vite_version = None
-        if vite_dir:
-            vite_proc, vite_port, vite_version = start_vite(Path(tmp) / "vite", vite_dir)
-            (Path(tmp) / "vite" / "audio-cache").mkdir(exist_ok=True)
         cache = Path(tmp) / "cache"
         store = Store(cache)
         store.put(HIT_KEY, make_mp3(2), "audio/mpeg", 2.0, {"text": "Hello world", "voiceId": "voice-id",
                                                              "modelId": "eleven_flash_v2_5"})
         store.put(SMALL_KEY, make_mp3(40_000 / 16000), "audio/mpeg", 2.5, {})
         store.put(LARGE_KEY, make_mp3((1 << 20) / 16000), "audio/mpeg", 65.0, {})
-        if vite_proc:  # the key the watcher asks for is there too
-            for path in cache.glob(f"{HIT_KEY}.*"):
-                shutil.copy(path, Path(tmp) / "vite" / "audio-cache")
         proc, url = start_serve("--quiet", "--audio-path", str(cache), "--max-age", "never", drain=True)
         port = port_of(url)
         ref, ref_port = start_reference(cache)
+        vite_proc = vite_port = vite_version = None
         try:
+            if vite_dir:  # started inside the try: its own session outlives us unless the finally stops it
+                site = Path(tmp) / "vite"
+                vite_proc, vite_port, vite_version = start_vite(site, vite_dir)
+                (site / "audio-cache").mkdir(exist_ok=True)
+                for path in cache.glob(f"{HIT_KEY}.*"):  # the key the watcher asks for is there too
+                    shutil.copy(path, site / "audio-cache")
             await websocket_figures(port, n // 4)  # warm up both
             await websocket_figures(ref_port, n // 4)
             ours, theirs = [], []
@@ -289,17 +289,19 @@ async def main(quick: bool, rounds: int, vite_dir: Path | None) -> None:
             print("uploads (server's extra peak memory; slowest reply to another connection meanwhile); ref: the "
                   "reference decoding each whole message once it is in" + ("; Vite: Vite " + vite_version +
                   " with tests/interop's stand-in plugin, same run" if vite_proc else ""))
-            others = [("ref", ref.pid, ref_port)] + ([("Vite", vite_proc.pid, vite_port)] if vite_proc else [])
+            contenders = [("ref", ref.pid, ref_port)] + ([("Vite", vite_proc.pid, vite_port)] if vite_proc else [])
+            contenders.append(("ours", proc.pid, port))
             for mib, runs in ((1, rounds), (10, rounds), (45, 2 * rounds + 1)):
-                results: dict[str, list] = {name: [] for name, _, _ in [*others, ("ours", 0, 0)]}
+                results: dict[str, list] = {name: [] for name, _, _ in contenders}
                 for i in range(runs):  # alternated, like the rest
-                    for n_, (name, pid, p) in enumerate([*others, ("ours", proc.pid, port)]):
+                    for c, (name, pid, p) in enumerate(contenders):
                         Clock.server_pid = pid
-                        results[name].append(await upload(p, pid, mib, f"{n_:02x}{mib:02x}{i:04x}"))
+                        results[name].append(await upload(p, pid, mib, f"{c:02x}{mib:02x}{i:04x}"))
                 mine = results.pop("ours")
                 wall, _, _, clock = median_of(mine, lambda r: r[0])
                 walls = sorted(r[0] for r in mine)
-                target = "; ".join(f"{name} {wall / median_of(r, lambda r: r[0])[0]:.2f}x" for name, r in results.items())
+                target = "; ".join(f"{name} {wall / median_of(theirs_, lambda r: r[0])[0]:.2f}x"
+                                   for name, theirs_ in results.items())
                 if mib == 45:
                     target += (f"; issue's Vite {wall / VITE['upload45_s']:.2f}x; <=200 MB, <=100 ms; runs "
                                f"{walls[0] * 1e3:.0f}-{walls[-1] * 1e3:.0f} ms")
