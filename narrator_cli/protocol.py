@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from . import __version__
 from .keys import is_key
 from .store import MIME_EXT, Entry, Staged, Store
 
@@ -33,7 +34,9 @@ UPLOAD_SUCCESS = "narrator:upload-success"
 UPLOAD_ERROR = "narrator:upload-error"
 ERROR = "narrator:error"  # ours: an unknown event or a message we cannot read
 
-DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg")
+DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "audio/mp3")
+MIME_ALIASES = {"audio/mp3": "audio/mpeg"}  # the plugin accepts both; we store the standard name
+SERVER_NAME = "narrator serve"  # in our narrator:available reply (the plugin's is {}), so a client can tell
 TOUCH_EVERY = 60.0
 CACHED_REPLIES = 4096  # ready-made replies kept per entry, at most
 B64_CHUNK = 1 << 22  # base64 characters decoded per step, so an upload never holds the event loop for long
@@ -128,6 +131,9 @@ def _custom(obj: object) -> tuple[str, dict]:
     if not isinstance(data, dict):
         raise BadMessage("data must be an object")
     return obj["event"], data
+
+
+AVAILABLE_REPLY = encode(AVAILABLE, {"server": SERVER_NAME, "version": __version__})
 
 
 def file_path(entry: Entry) -> str:
@@ -339,7 +345,7 @@ class Handler:
         if event == CHECK_AUDIO:
             return self.check_audio(data)
         if event == CHECK_AVAILABLE:
-            return encode(AVAILABLE, {})
+            return AVAILABLE_REPLY
         raise BadMessage(f"unknown event {event!r}", _key_of(data))
 
     def check_audio(self, data: dict) -> str:
@@ -365,7 +371,7 @@ class Handler:
         if not is_key(key):
             raise BadMessage("cacheKey must be 8 lowercase hex characters", _key_of(data), UPLOAD_ERROR)
         mime = data.get("mimeType")
-        if not isinstance(mime, str) or mime not in self.allowed or mime not in MIME_EXT:
+        if not isinstance(mime, str) or mime not in self.allowed or MIME_ALIASES.get(mime, mime) not in MIME_EXT:
             raise BadMessage(f"mimeType {mime!r} is not allowed (allowed: {', '.join(self.allowed)})", key,
                              UPLOAD_ERROR)
         b64 = _base64_of(data.get("data"))
@@ -378,7 +384,7 @@ class Handler:
             meta = {}
         if not isinstance(meta, dict):
             raise BadMessage("metadata must be an object", key, UPLOAD_ERROR)
-        return key, mime, b64, meta
+        return key, MIME_ALIASES.get(mime, mime), b64, meta
 
     def decode_steps(self, key: str, b64: memoryview, head: StreamedHead | None = None) -> Iterator[Staged | None]:
         """Decode base64 into a staged file a bounded chunk at a time; yields None between

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from audio_fixtures import make_mp3, make_ogg_opus, make_wav
+import narrator_cli
 from narrator_cli import protocol
 from narrator_cli.protocol import BadMessage, Handler, Index
 from narrator_cli.store import Store
@@ -46,7 +47,7 @@ def upload(handler: Handler, key: str, audio: bytes, mime: str = "audio/mpeg", m
 
 
 def test_check_available(handler):
-    assert reply(handler.handle(*protocol.decode(message(protocol.CHECK_AVAILABLE)))) == (protocol.AVAILABLE, {})
+    assert reply(handler.handle(*protocol.decode(message(protocol.CHECK_AVAILABLE)))) == (protocol.AVAILABLE, {"server": "narrator serve", "version": narrator_cli.__version__})
 
 
 def test_check_audio_miss_then_hit_after_upload(handler):

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 
 import serve_process
 from audio_fixtures import make_mp3, make_wav
+import narrator_cli
 from narrator_cli import protocol
 from narrator_cli import server as server_module
 from narrator_cli.server import Options, Server
@@ -176,7 +177,7 @@ def test_handshake_events_and_round_trip(srv):
     with client(srv.url) as ws:
         assert ws.subprotocol == "vite-hmr"
         send(ws, protocol.CHECK_AVAILABLE)
-        assert recv(ws) == (protocol.AVAILABLE, {})
+        assert recv(ws) == (protocol.AVAILABLE, {"server": protocol.SERVER_NAME, "version": narrator_cli.__version__})
         send(ws, protocol.CHECK_AUDIO, cacheKey="5f5ac131")
         assert recv(ws) == (protocol.AUDIO_NOT_FOUND, {"cacheKey": "5f5ac131"})
         audio = make_mp3(3)
@@ -236,7 +237,7 @@ def test_bad_messages_get_error_replies_and_the_connection_stays(srv):
         send(ws, protocol.UPLOAD_AUDIO, **upload_msg("0000abcd", make_wav(1), "text/html"))
         assert recv(ws)[0] == protocol.UPLOAD_ERROR
         send(ws, protocol.CHECK_AVAILABLE)
-        assert recv(ws) == (protocol.AVAILABLE, {})
+        assert recv(ws) == (protocol.AVAILABLE, {"server": protocol.SERVER_NAME, "version": narrator_cli.__version__})
     assert not srv.store.root.exists() or list(srv.store.root.iterdir()) == []
 
 
