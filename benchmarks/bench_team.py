@@ -59,7 +59,7 @@ def main() -> None:
         (root / "script.txt").write_text("\n".join(lines) + "\n")
         proc, url = start_serve("--quiet", "--audio-path", str(root / "server"), "--max-age", "never", drain=True)
         env = {**os.environ, "NARRATOR_PROVIDER": "mock", "NARRATOR_SERVER": url,
-               "NARRATOR_CONFIG": str(root / "none.toml")}
+               "XDG_CONFIG_HOME": str(root / "xdg")}
         try:
             rounds = []
             with Client(url) as client:

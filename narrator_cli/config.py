@@ -91,6 +91,8 @@ def load(options: dict[str, object] | None = None, cwd: Path | None = None) -> S
     user = user_config_path()
     if user.is_file():
         values.update(read_file(user, allow_secrets=True))
+    elif os.environ.get("NARRATOR_CONFIG"):
+        raise UsageError(f"NARRATOR_CONFIG names {user}, which is not a file")
     project = find_project_file(cwd)
     if project:
         values.update(read_file(project, allow_secrets=False))
@@ -139,10 +141,14 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
             raise UsageError(f"{path}: {name!r} must be {_kind_name(kind)}, got {value!r}")
     if "concurrency" in flat:
         _check_concurrency(flat["concurrency"], f"{path}: 'concurrency'")
+    if "provider" in flat:
+        _check_provider(str(flat["provider"]), f"{path}: 'provider'")
     return flat
 
 
 def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> object:
+    if name == "provider":
+        _check_provider(raw, env)
     if kind is str:
         return raw
     try:
@@ -152,6 +158,13 @@ def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> obj
     if name == "concurrency":
         _check_concurrency(value, env)
     return value
+
+
+def _check_provider(name: str, where: str) -> None:
+    from .providers import NAMES
+
+    if name not in NAMES:
+        raise UsageError(f"{where} must be one of {', '.join(sorted(NAMES))}, got {name!r}")
 
 
 def _check_concurrency(value: object, where: str) -> None:

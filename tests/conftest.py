@@ -13,6 +13,6 @@ def isolated(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith("NARRATOR_") or name == "ELEVENLABS_API_KEY":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("NARRATOR_CONFIG", str(tmp_path / "user-config.toml"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))  # no user config unless a test writes one
     monkeypatch.chdir(tmp_path)
     return tmp_path

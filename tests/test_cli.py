@@ -157,7 +157,7 @@ def test_bad_project_config_names_file_and_key(tmp_path, content, message):
     assert proc.stderr.count("\n") == 1 and snapshot(tmp_path) == before
 
 
-def test_unreadable_config(tmp_path):
+def test_unreadable_config(tmp_path, monkeypatch):
     if os.geteuid() == 0:
         cfg = tmp_path / "narrator.toml"
         cfg.mkdir()  # root reads any file; a folder in its place is unreadable for everyone
@@ -171,6 +171,7 @@ def test_unreadable_config(tmp_path):
     else:
         assert proc.returncode == 2 and "cannot read" in proc.stderr
     user = tmp_path / "user-config.toml"
+    monkeypatch.setenv("NARRATOR_CONFIG", str(user))
     user.write_bytes(b"\xff\xfe not utf8")
     proc = narrator("stats")
     assert proc.returncode == 2 and "user-config.toml" in proc.stderr and "Traceback" not in proc.stderr
@@ -181,6 +182,7 @@ def test_settings_precedence_and_relative_paths(tmp_path, monkeypatch):
     (project / "scenes").mkdir(parents=True)
     (project / "narrator.toml").write_text('provider = "mock"\nmodel = "60"\naudio_path = "cache"\n')
     (tmp_path / "user-config.toml").write_text('provider = "espeak"\nmodel = "30"\nconcurrency = 2\n')
+    monkeypatch.setenv("NARRATOR_CONFIG", str(tmp_path / "user-config.toml"))
     monkeypatch.chdir(project / "scenes")
     row = json.loads(run("speak", "--json", "a").stdout)
     assert row["provider"] == "mock" and row["modelId"] == "60"  # project beats user config
@@ -253,7 +255,7 @@ def test_user_config_path_agrees_with_platformdirs(monkeypatch, xdg):
 
     from narrator_cli.config import user_config_path
 
-    monkeypatch.delenv("NARRATOR_CONFIG")
+    monkeypatch.delenv("NARRATOR_CONFIG", raising=False)
     if xdg is None:
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     else:

@@ -54,7 +54,7 @@ def member(root: Path, name: str) -> Path:
 
 def run(cwd: Path, *args: str, env: dict | None = None, timeout: float = 60, stdin: str | None = None):
     full = {k: v for k, v in os.environ.items() if not k.startswith("NARRATOR_") and k != "ELEVENLABS_API_KEY"}
-    full["NARRATOR_CONFIG"] = str(cwd / "user-config.toml")
+    full["XDG_CONFIG_HOME"] = str(cwd / "xdg")  # no user config
     return subprocess.run([*CLI, *args], cwd=cwd, env={**full, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout, input=stdin)
 
@@ -205,7 +205,7 @@ def test_server_killed_mid_batch(tmp_path, serve):
     lines = [f"Line number {i} of a long script." for i in range(40)]
     with FakeElevenLabs(latency=0.1) as fake:
         proc = subprocess.Popen([*CLI, "speak", *lines, "--json", "--concurrency", "4"], cwd=folder,
-                                env={**os.environ, **eleven(fake, srv.url), "NARRATOR_CONFIG": str(folder / "u.toml")},
+                                env={**os.environ, **eleven(fake, srv.url), "XDG_CONFIG_HOME": str(folder / "xdg")},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while fake.request_count < 8 and time.monotonic() < deadline:

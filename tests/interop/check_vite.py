@@ -58,7 +58,7 @@ def start_vite(site: Path, vite_dir: Path | None) -> tuple[subprocess.Popen, int
 
 
 def narrator(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NARRATOR_PROVIDER": "mock", "NARRATOR_CONFIG": str(cwd / "none.toml")}
+    env = {**os.environ, "NARRATOR_PROVIDER": "mock", "XDG_CONFIG_HOME": str(cwd / "xdg")}
     env.pop("NARRATOR_SERVER", None)
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
