@@ -25,6 +25,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "model": (str, "NARRATOR_MODEL"),
     "audio_path": (str, "NARRATOR_AUDIO_PATH"),
     "concurrency": (int, "NARRATOR_CONCURRENCY"),
+    "format": (str, "NARRATOR_FORMAT"),
     "server": (str, "NARRATOR_SERVER"),
     "token": (str, "NARRATOR_TOKEN"),
     "serve.host": (str, "NARRATOR_SERVE_HOST"),

@@ -20,7 +20,13 @@ class ProviderError(NarratorError):
 
 
 class ProviderAuthError(ProviderError):
-    """The provider refused our credentials: every further call would fail too."""
+    """The provider refused our credentials: every further call would fail too (configuration: exit 2)."""
+
+    exit_code = 2
+
+
+class ProviderUnreachable(ProviderError):
+    """The provider cannot be reached at all (refused, DNS, TLS): the batch stops rather than retry every line."""
 
 
 class AudioError(NarratorError):

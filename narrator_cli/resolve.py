@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from .errors import NarratorError, ProviderAuthError, UsageError
+from .errors import NarratorError, ProviderAuthError, ProviderUnreachable, UsageError
 from .keys import cache_key
 from .store import Entry, Store
 
@@ -146,7 +146,7 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
                     "provider": provider_name, **synth.extra}
             entry = store.put(line.key, synth.audio, synth.mime, duration, meta)
-        except (UsageError, ProviderAuthError):
+        except (UsageError, ProviderAuthError, ProviderUnreachable):  # every further line would fail too
             raise
         except NarratorError as exc:
             return Result(line, "failed", error=str(exc), warnings=warnings)
