@@ -7,6 +7,7 @@ calls at a time, and keeps whatever it generated when some lines fail.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -46,6 +47,18 @@ class Result(NamedTuple):
         return d
 
 
+class Interrupted(NarratorError):
+    """Ctrl-C: no new provider request started after it; what finished is stored whole.
+    ``abandoned``: a second Ctrl-C gave up on lines still in flight (their threads are not waited for)."""
+
+    exit_code = 130
+
+    def __init__(self, done: int, total: int, abandoned: bool = False) -> None:
+        super().__init__(f"interrupted: {done} of {total} lines done, {total - done} left "
+                         "(nothing half-written; run the same command again to finish)")
+        self.done, self.total, self.abandoned = done, total, abandoned
+
+
 def check_text(text: str) -> str:
     if not text.strip():
         raise UsageError("empty narration: give some text to speak")
@@ -83,11 +96,27 @@ def resolve(
     on_result: Callable[[Result], None] | None = None,
     remote: Remote | None = None,
 ) -> list[Result]:
-    """Results in the order of ``lines``; ``on_result`` is called as each completes."""
+    """Results in the order of ``lines``; ``on_result`` is called as each completes.
+    Ctrl-C raises ``Interrupted`` once the lines already in flight are stored (a second one abandons them)."""
     results: list[Result | None] = [None] * len(lines)
     first: dict[str, int] = {}  # key -> index of the line that owns it in this run
+    try:
+        return _resolve(store, lines, results, first, provider_name, make_provider, concurrency, force,
+                        on_result or (lambda r: None), remote)
+    except (KeyboardInterrupt, _Abandoned) as exc:
+        finished = {line.key for line, r in zip(lines, results) if r is not None and r.entry is not None}
+        done = sum(1 for line in lines if line.key in finished)
+        raise Interrupted(done, len(lines), isinstance(exc, _Abandoned)) from None
+
+
+class _Abandoned(Exception):
+    """A second Ctrl-C while waiting for the lines in flight."""
+
+
+def _resolve(store: Store, lines: list[Line], results: list[Result | None], first: dict[str, int],
+             provider_name: str, make_provider: Callable[[], object], concurrency: int, force: bool,
+             notify: Callable[[Result], None], remote: Remote | None) -> list[Result]:
     todo: list[int] = []
-    notify = on_result or (lambda r: None)
     for i, line in enumerate(lines):
         if line.key in first:
             continue
@@ -123,9 +152,8 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
 
     from .audio import measure_duration
 
-    import threading
-
     provider_lock = threading.Lock()
+    stop = threading.Event()  # Ctrl-C: no line starts a download or a provider request after it
     # UsageError (no API key, ...) stops the run before any call; not needed when the server has it all
     provider = make_provider() if any(lines[i].key not in found for i in todo) else None
 
@@ -133,11 +161,15 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
         nonlocal provider
         line = lines[i]
         warnings = results[i].warnings if results[i] else ()
+        if stop.is_set():
+            return Result(line, "failed", error="interrupted", warnings=warnings)
         if line.key in found and remote is not None:
             entry = remote.download(found[line.key])
             if entry is not None:
                 return Result(line, "server", entry, warnings=warnings)
         try:
+            if stop.is_set():
+                return Result(line, "failed", error="interrupted", warnings=warnings)
             if provider is None:
                 with provider_lock:
                     provider = provider or make_provider()
@@ -156,31 +188,50 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             remote.upload(entry)
         return Result(line, "generated", entry, warnings=warnings)
 
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    pending = {pool.submit(one, i): i for i in todo}
+    fatal: NarratorError | None = None
+
+    def collect(done: set) -> None:
+        nonlocal fatal
+        for fut in done:
+            i = pending.pop(fut)
+            try:
+                results[i] = fut.result()
+            except NarratorError as exc:
+                fatal = fatal or exc
+                results[i] = Result(lines[i], "failed", error=str(exc))
+            if results[i].error != "interrupted":  # type: ignore[union-attr]
+                notify(results[i])  # type: ignore[arg-type]
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            pending = {pool.submit(one, i): i for i in todo}
-            fatal: NarratorError | None = None
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = pending.pop(fut)
-                    try:
-                        results[i] = fut.result()
-                    except NarratorError as exc:
-                        fatal = fatal or exc
-                        results[i] = Result(lines[i], "failed", error=str(exc))
-                    notify(results[i])  # type: ignore[arg-type]
-                    if fatal:
-                        for other in pending:
-                            other.cancel()
-                for fut in [f for f in pending if f.cancelled()]:
-                    i = pending.pop(fut)
-                    results[i] = Result(lines[i], "failed", error="skipped after an earlier fatal error")
-                    notify(results[i])
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            collect(done)
             if fatal:
-                raise fatal
+                for other in pending:
+                    other.cancel()
+            for fut in [f for f in pending if f.cancelled()]:
+                i = pending.pop(fut)
+                results[i] = Result(lines[i], "failed", error="skipped after an earlier fatal error")
+                notify(results[i])
+        if fatal:
+            raise fatal
+    except KeyboardInterrupt:
+        stop.set()
+        if provider is not None and hasattr(provider, "cancel"):
+            provider.cancel()  # a retry waiting in back-off is a new request: it must not start
+        pool.shutdown(wait=False, cancel_futures=True)
+        for fut in [f for f in pending if f.cancelled()]:  # never started; ``wait`` would not see them end
+            del pending[fut]
+        try:  # what is in flight was paid for: store it, unless Ctrl-C comes again
+            collect(wait(pending).done)
+        except KeyboardInterrupt:
+            raise _Abandoned from None
+        raise
     finally:
-        if provider is not None:
+        pool.shutdown(wait=not stop.is_set())
+        if provider is not None and not stop.is_set():
             provider.close()  # type: ignore[attr-defined]
 
 
