@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,15 @@ STRAY_TMP_AGE = 600.0  # a temporary file this old belongs to no live writer
 SERVER_FIELDS = ("cacheKey", "fileName", "fileSize", "mimeType", "duration", "createdAt")
 _AUDIO_RE = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
 _META_RE = re.compile(r"([0-9a-f]{8})\.meta\.json")
+# what makes one entry a miss (absent, damaged, a folder where a file should be); any other OSError is the cache's
+_BROKEN = (FileNotFoundError, IsADirectoryError, ValueError, RecursionError)
+
+
+class CacheUnreadable(UsageError):
+    """The cache folder, or an entry's metadata, cannot be read (permissions, not a folder, I/O error).
+
+    An environment problem to fix, never a miss: a miss would pay for the line again and then fail to store it.
+    """
 
 
 class Entry(NamedTuple):
@@ -41,10 +51,17 @@ class Entry(NamedTuple):
     meta: dict
     path: Path
     mtime: float = 0.0  # last use: the audio file's mtime, refreshed on every hit
+    meta_size: int = 0  # bytes of its metadata file, known from reading it
 
     @property
     def size(self) -> int:
+        """The audio's bytes (``fileSize``), what is served and downloaded."""
         return int(self.meta["fileSize"])
+
+    @property
+    def disk_size(self) -> int:
+        """What the entry takes in the folder, audio and metadata: what removing it frees."""
+        return int(self.meta["fileSize"]) + self.meta_size
 
     @property
     def duration(self) -> float:
@@ -60,6 +77,14 @@ class Scan(NamedTuple):
     entries: list[Entry]
     broken: list[Path]  # parts of no complete entry
     temporary: list[Path]  # stray temporary files
+    missing: bool = False  # no cache folder yet
+
+
+class Removed(NamedTuple):
+    """What ``Store.remove`` did: bytes freed, and the part it could not remove with why (None: all went)."""
+
+    freed: int
+    failed: tuple[Path, str] | None = None
 
 
 def now_iso() -> str:
@@ -101,16 +126,22 @@ class Store:
 
     # --- reading -----------------------------------------------------------
     def get(self, key: str) -> Entry | None:
-        """The complete entry for ``key``, or None (absent, or broken: a miss, never a crash)."""
+        """The complete entry for ``key``, or None (absent, or broken: a miss, never a crash).
+
+        Raises CacheUnreadable when the folder or the metadata cannot be read at all.
+        """
+        meta_path = self.meta_path(key)
         try:
-            raw = self.meta_path(key).read_bytes()
+            raw = meta_path.read_bytes()
             st_path, meta = _entry_files(self.root, key, raw)
             st = os.stat(st_path)
-        except (OSError, ValueError):
+        except _BROKEN:
             return None
+        except OSError as exc:
+            raise self._unreadable(meta_path, exc) from None
         if st.st_size != meta["fileSize"]:
             return None
-        return Entry(key, meta, st_path, st.st_mtime)
+        return Entry(key, meta, st_path, st.st_mtime, len(raw))
 
     def read_audio(self, entry: Entry) -> bytes | None:
         """The audio bytes if they still match the recorded hash (when there is one)."""
@@ -136,19 +167,24 @@ class Store:
             return {m.group(1) for name in os.listdir(self.root) if (m := _META_RE.fullmatch(name))}
         except FileNotFoundError:
             return set()
+        except OSError as exc:
+            raise self._unreadable(self.root, exc) from None
 
     def scan(self) -> Scan:
         """Every entry and every broken part, from one directory listing."""
         result = Scan([], [], [])
         try:
-            listing = {e.name: e for e in os.scandir(self.root) if e.is_file(follow_symlinks=False)}
+            with os.scandir(self.root) as found:
+                listing = {e.name: e for e in found if e.is_file(follow_symlinks=False)}
         except FileNotFoundError:
-            return result
+            return result._replace(missing=True)
+        except OSError as exc:
+            raise self._unreadable(self.root, exc) from None
         claimed: set[str] = set()
         cutoff = time.time() - STRAY_TMP_AGE
         for name, dirent in listing.items():
             if name.endswith(TMP_SUFFIX) and name.startswith("."):
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(FileNotFoundError):  # its writer just renamed it
                     if dirent.stat().st_mtime < cutoff:
                         result.temporary.append(Path(dirent.path))
                 continue
@@ -158,18 +194,21 @@ class Store:
             key = m.group(1)
             try:
                 with open(dirent.path, "rb") as fh:
-                    path, meta = _entry_files(self.root, key, fh.read())
+                    raw = fh.read()
+                path, meta = _entry_files(self.root, key, raw)
                 audio = listing.get(path.name)
                 if audio is None:
                     raise ValueError("no audio")
                 st = audio.stat()
                 if st.st_size != meta["fileSize"]:
                     raise ValueError("size mismatch")
-            except (OSError, ValueError):
+            except _BROKEN:
                 result.broken.append(Path(dirent.path))
                 continue
+            except OSError as exc:  # not a broken entry: one we may not read, so cleanup must not take it
+                raise self._unreadable(Path(dirent.path), exc) from None
             claimed.add(path.name)
-            result.entries.append(Entry(key, meta, path, st.st_mtime))
+            result.entries.append(Entry(key, meta, path, st.st_mtime, len(raw)))
         for name in listing:
             if _AUDIO_RE.fullmatch(name) and name not in claimed:
                 result.broken.append(self.root / name)
@@ -214,7 +253,8 @@ class Store:
         audio_tmp = staged.close()
         meta_tmp = Staged(self.root)
         try:
-            meta_tmp.write(json.dumps(record, indent=2, ensure_ascii=False).encode())
+            meta_bytes = json.dumps(record, indent=2, ensure_ascii=False).encode()
+            meta_tmp.write(meta_bytes)
             meta_tmp.close()
             meta_path = self.meta_path(key)
             with self.locked():
@@ -228,19 +268,25 @@ class Store:
         finally:
             meta_tmp.discard()
         st = os.stat(audio_path)
-        return Entry(key, record, audio_path, st.st_mtime)
+        return Entry(key, record, audio_path, st.st_mtime, len(meta_bytes))
 
-    def remove(self, paths: list[Path]) -> int:
-        """Delete entry parts (metadata first); returns bytes freed. Hold ``locked()``."""
+    def remove(self, paths: list[Path]) -> Removed:
+        """Delete the parts of one thing, in order (an entry: metadata first, so it vanishes before its audio).
+
+        Stops at the first part that cannot go, so a failure leaves the entry whole where it can; a part
+        already gone counts as removed. Hold ``locked()``.
+        """
         freed = 0
         for path in paths:
             try:
-                size = path.stat().st_size
+                size = os.lstat(path).st_size
                 path.unlink()
-            except OSError:
+            except FileNotFoundError:
                 continue
+            except OSError as exc:
+                return Removed(freed, (path, exc.strerror or str(exc)))
             freed += size
-        return freed
+        return Removed(freed)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -255,11 +301,28 @@ class Store:
         except FileNotFoundError:  # nothing to protect yet
             yield
             return
+        except OSError as exc:
+            raise self._unreadable(self.root, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _unreadable(self, path: Path, exc: OSError) -> CacheUnreadable:
+        """The error for a cache that cannot be read, naming the folder when the folder is what fails."""
+        root = self.root
+        try:
+            if not stat.S_ISDIR(os.stat(root).st_mode):
+                return CacheUnreadable(f"the audio cache {root} is not a folder")
+            os.scandir(root).close()
+        except NotADirectoryError:
+            return CacheUnreadable(f"the audio cache {root} is not a folder: part of its path is a file")
+        except FileNotFoundError:
+            pass
+        except OSError as folder_exc:
+            path, exc = root, folder_exc
+        return CacheUnreadable(f"cannot read the audio cache: {path}: {exc.strerror or exc}")
 
 
 class Staged:
