@@ -12,21 +12,32 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import socket
 import ssl
 import threading
 from collections import deque
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from . import protocol, ws
 from .errors import NarratorError, UsageError
+from .keys import is_key
 from .store import Entry, Store, check_key
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 UPLOAD_SECONDS_PER_MB = 1.0  # on top of REQUEST_TIMEOUT
 SEND_EVERY = 64  # messages per write in a batch
+CLOSE_WAIT = 1.0  # seconds close() waits for a write in progress before it drops the connection without a goodbye
+MAX_DOWNLOAD = 1 << 30  # bytes, when the metadata gives no size (the plugin's own limit is configurable)
+# How far a download's duration may be from its metadata's: the plugin's entries come from the browser, which
+# measures with an audio element, while mutagen estimates MP3 lengths from frames and headers; they differ by
+# a frame or two, or a few per cent for a VBR file without a Xing header. A different recording is further off.
+DURATION_SLACK = 0.25  # seconds
+DURATION_SLACK_RATIO = 0.05
+NO_ENDPOINT = ("the server at {url} has no /__narrator-{name}: the Motion Canvas plugin has no health or cleanup "
+               "endpoint (only narrator serve does)")
 # Which request a reply answers; an error (for a message it could not read) may answer either.
 _KINDS = {protocol.AVAILABLE: ("available",), protocol.AUDIO_EXISTS: ("check",), protocol.AUDIO_NOT_FOUND: ("check",),
           protocol.UPLOAD_SUCCESS: ("upload",), protocol.UPLOAD_ERROR: ("upload",), protocol.ERROR: ("check", "upload")}
@@ -40,6 +51,46 @@ class ServerUnavailable(NarratorError):
 
 class ServerRefused(NarratorError):
     """The server answered, and the answer is no (an upload-error, a bad download)."""
+
+
+class Interrupted(NarratorError):
+    """Ctrl-C in the middle of a batch: nothing new starts, what finished is kept; the message says how far it got."""
+
+    exit_code = 130
+
+    def __init__(self, done: int, total: int, what: str) -> None:
+        super().__init__(f"interrupted: {done} of {total} {what} done, {total - done} left")
+        self.done, self.total = done, total
+
+
+def unsafe_file_path(path: object) -> str | None:
+    """Why a reply's ``filePath`` may not be fetched, or None when it may.
+
+    narrator serve sends ``/__narrator-audio/{name}``, the plugin ``'/' + audioPath + '/' + name``
+    (served by Vite from its root), so any absolute path on the server's own origin is fine: one
+    leading ``/``, no scheme or host (``//host/x`` is another host), and nothing that climbs out of a
+    folder or reads differently on another system, even once percent-escapes are decoded.
+    """
+    if not isinstance(path, str) or not path:
+        return "no filePath"
+    for text in (path, unquote(path)):
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            return "has a control character"
+        if "\\" in text:
+            return "has a backslash"
+        if text.startswith("//"):
+            return "starts with '//', which names another host"
+        if not text.startswith("/"):
+            return "is not an absolute path on this server"
+        parts = urlsplit(text)
+        if parts.scheme or parts.netloc:
+            return "names a scheme or host"
+        segments = parts.path.split("/")
+        if ".." in segments:
+            return "has a '..' segment"
+        if "." in segments:
+            return "has a '.' segment"
+    return None
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
@@ -121,6 +172,7 @@ class Client:
         self._pending_lock = threading.Lock()
         self._broken: str | None = None
         self._http: Any = None
+        self.narrator_serve = False  # set by connect(): the server named itself narrator serve, not the plugin
 
     def _netloc(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -173,14 +225,21 @@ class Client:
         if not available.done.wait(self.connect_timeout) or available.error:
             self.close()
             raise ServerUnavailable(f"{where}: it does not answer narrator:check-available")
+        reply = available.replies[0]
+        with contextlib.suppress(ServerRefused):
+            self.narrator_serve = reply is not None and data(reply[1]).get("server") == protocol.SERVER_NAME
         return self
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            with contextlib.suppress(OSError), self._lock:
-                self._conn.send_close(1000)
-                sock.sendall(self._conn.data_to_send())
+            if self._lock.acquire(timeout=CLOSE_WAIT):  # a large upload being written: drop it, no goodbye
+                try:
+                    with contextlib.suppress(OSError):
+                        self._conn.send_close(1000)
+                        sock.sendall(self._conn.data_to_send())
+                finally:
+                    self._lock.release()
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
@@ -284,7 +343,10 @@ class Client:
         for key in keys:
             check_key(key)  # also what makes check_message safe to build by formatting
         batch = self._requests("check", [(key, protocol.check_message(key)) for key in keys])
-        replies = self._wait(batch, "check", keys, self.timeout)
+        try:
+            replies = self._wait(batch, "check", keys, self.timeout)
+        except KeyboardInterrupt:
+            raise Interrupted(len(keys) - batch.left, len(keys), "checks") from None
         found: dict[str, dict | None] = {}
         for key, (event, raw) in zip(keys, replies):
             if event == protocol.ERROR:
@@ -308,38 +370,66 @@ class Client:
         return reply
 
     def download(self, store: Store, found: dict) -> Entry:
-        """Fetch what an audio-exists reply points at, verify it against its metadata, store it atomically."""
-        import httpx
-
-        from .audio import measure_duration
+        """Fetch what an audio-exists reply points at from this server, verify it against its metadata
+        (size and sha256 when given; else that it is audio of its type, about as long as it says),
+        store it atomically. ServerRefused, naming the key and the reason, stores nothing."""
+        from .audio import measure_duration, normalise_mime
         from .errors import AudioError
 
-        key, meta = found.get("cacheKey"), found.get("metadata")
-        path = found.get("filePath")
-        if not isinstance(meta, dict) or not isinstance(path, str) or not path.startswith(protocol.AUDIO_PREFIX):
-            raise ServerRefused(f"the server's reply for {key} has no usable filePath/metadata")
+        key, meta, path = found.get("cacheKey"), found.get("metadata"), found.get("filePath")
+        if not is_key(key):
+            raise ServerRefused(f"the server's reply names no valid cacheKey ({str(key)[:20]!r}); not stored")
+        if not isinstance(meta, dict):
+            raise ServerRefused(f"the server's reply for {key} has no metadata; not stored")
+        why = unsafe_file_path(path)
+        if why is not None:
+            raise ServerRefused(f"refused to download {key}: its filePath {str(path)[:80]!r} {why}; not stored")
+        size = meta.get("fileSize")
+        audio, content_type = self._fetch(str(key), str(path), size if isinstance(size, int) else MAX_DOWNLOAD)
+        if size is not None and size != len(audio):
+            raise ServerRefused(f"download of {key} is {len(audio)} bytes, its metadata says {size}; not stored")
+        digest = meta.get("sha256")
+        if digest is not None and hashlib.sha256(audio).hexdigest() != digest:
+            raise ServerRefused(f"download of {key} does not match its content hash; not stored")
+        mime = normalise_mime(str(meta.get("mimeType") or content_type))
+        try:
+            duration = measure_duration(audio, mime)
+        except AudioError as exc:
+            raise ServerRefused(f"download of {key}: {exc}; not stored") from None
+        said = meta.get("duration", found.get("duration"))
+        if isinstance(said, (int, float)) and not isinstance(said, bool) and math.isfinite(said) \
+                and abs(duration - said) > max(DURATION_SLACK, DURATION_SLACK_RATIO * abs(said)):
+            raise ServerRefused(f"download of {key} lasts {duration:.2f} s, its metadata says {said:.2f} s; "
+                                "not stored")
+        return store.put(str(key), audio, mime, duration, meta)
+
+    def _fetch(self, key: str, path: str, limit: int) -> tuple[bytes, str]:
+        """(body, content type) of a GET of ``path`` on this server only; never more than ``limit`` bytes."""
+        import httpx
+
         if self._http is None:
             headers = {"X-Narrator-Token": self.token} if self.token else {}
             self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
                                       follow_redirects=False)
+        chunks: list[bytes] = []
+        received = 0
         try:
-            response = self._http.get(path)
+            with self._http.stream("GET", path) as response:
+                if response.status_code != 200:
+                    raise ServerRefused(f"downloading {key} from {path} gave HTTP {response.status_code}; "
+                                        "not stored")
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > limit:
+                        raise ServerRefused(f"download of {key} is over {limit} bytes, more than its metadata "
+                                            "says; not stored")
+                    chunks.append(chunk)
+                return b"".join(chunks), response.headers.get("content-type", "")
+        except httpx.InvalidURL:
+            raise ServerRefused(f"refused to download {key}: its filePath {path[:80]!r} is not a valid URL path; "
+                                "not stored") from None
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"cannot download {path} from {self.http_base}: {exc}") from None
-        if response.status_code != 200:
-            raise ServerRefused(f"downloading {path} gave HTTP {response.status_code}")
-        audio = response.content
-        mime = str(meta.get("mimeType") or response.headers.get("content-type", ""))
-        if meta.get("fileSize") != len(audio):
-            raise ServerRefused(f"download of {key} is {len(audio)} bytes, its metadata says {meta.get('fileSize')}")
-        digest = meta.get("sha256")
-        if digest is not None and hashlib.sha256(audio).hexdigest() != digest:
-            raise ServerRefused(f"download of {key} does not match its content hash; not stored")
-        try:
-            duration = measure_duration(audio, mime)
-        except AudioError as exc:
-            raise ServerRefused(f"download of {key}: {exc}") from None
-        return store.put(str(key), audio, mime, duration, meta)
 
     # --- HTTP endpoints --------------------------------------------------------------------
     def endpoint(self, name: str) -> dict:
@@ -357,6 +447,8 @@ class Client:
             body = response.json()
         except ValueError:
             body = None
+        if response.status_code == 404 or (response.status_code == 200 and not isinstance(body, dict)):
+            raise ServerUnavailable(NO_ENDPOINT.format(url=self.url, name=name))  # Vite's 404 or index.html
         if response.status_code != 200 or not isinstance(body, dict):
             raise ServerUnavailable(f"{self.url} answered /__narrator-{name} with HTTP {response.status_code}; "
                                     "is it a narrator server?")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .client import Client, ServerRefused, ServerUnavailable
+from .client import Client, Interrupted, ServerRefused, ServerUnavailable
 from .errors import NarratorError, UsageError
 from .store import Entry, Store, check_key, meta_holds
 
@@ -48,36 +48,77 @@ def choose(store: Store, keys: list[str], everything: bool) -> list[str]:
     return list(dict.fromkeys(map(check_key, keys)))
 
 
+def plugin_will_miss(client: Client, entry: Entry) -> str | None:
+    """The warning an upload of ``entry`` deserves, or None. The Motion Canvas plugin (any server
+    that does not name itself narrator serve) stores every type but its check looks only for
+    ``{key}.mp3``, so a WAV or Ogg entry it holds is never found again and gets paid for anew."""
+    if client.narrator_serve or entry.path.suffix == ".mp3":
+        return None
+    return (f"{entry.key} is {entry.meta.get('mimeType')}, and {client.url} is not narrator serve: the Motion Canvas "
+            "plugin's check looks only for {key}.mp3, so it will never find this or any other non-MP3 entry again; "
+            'use MP3 (format = "mp3" in narrator.toml, or NARRATOR_FORMAT=mp3)')
+
+
 def upload(client: Client, store: Store, keys: list[str], force: bool,
-           report: Callable[[dict], None]) -> list[dict]:
-    """Send what the server lacks (everything with ``force``), a few uploads in flight at once."""
-    on_server = {} if force or not keys else client.check(keys)
+           report: Callable[[dict], None], warn: Callable[[str], None] = lambda message: None) -> list[dict]:
+    """Send what the server lacks (everything with ``force``), a few uploads in flight at once.
+
+    Ctrl-C raises ``Interrupted``: no upload starts after it, the rows already reported stand, and
+    uploads in flight are dropped when the caller closes the client (the server stores an upload
+    whole or not at all)."""
+    try:
+        on_server = {} if force or not keys else client.check(keys)
+    except Interrupted:
+        raise Interrupted(0, len(keys), "uploads") from None
     lock = threading.Lock()
+    stop = threading.Event()  # Ctrl-C or a lost server: nothing new starts, nothing more is reported
     rows: list[dict] = []
+    warned = False
 
     def done(row: dict) -> dict:
         with lock:
-            rows.append(row)
-            report(row)
+            if not stop.is_set():
+                rows.append(row)
+                report(row)
         return row
 
-    def one(key: str) -> dict:
+    def one(key: str) -> dict | None:
+        nonlocal warned
+        if stop.is_set():
+            return None
         if on_server.get(key) is not None:
             return done({"cacheKey": key, "status": "present", "filePath": on_server[key].get("filePath")})
         entry = store.get(key)
         audio = store.read_audio(entry) if entry else None
         if entry is None or audio is None:
             return done({"cacheKey": key, "status": "failed", "error": "not in the local cache (or damaged)"})
+        if stop.is_set():
+            return None
         try:
             reply = client.upload(entry, audio)
         except ServerRefused as exc:
             return done({"cacheKey": key, "status": "failed", "error": str(exc)})
+        with lock:
+            message = None if warned or stop.is_set() else plugin_will_miss(client, entry)
+            warned = warned or message is not None
+        if message:
+            warn(message)
         return done({"cacheKey": key, "status": "uploaded", "filePath": reply.get("filePath"),
                      "size": reply.get("size")})
 
-    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
+    pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT)
+    try:
         for fut in [pool.submit(one, key) for key in keys]:
             fut.result()  # ServerUnavailable stops the batch with its one-line reason
+    except BaseException as exc:
+        with lock:
+            stop.set()
+            finished = len(rows)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(finished, len(keys), "uploads") from None
+        raise
+    pool.shutdown()
     return rows
 
 
@@ -92,6 +133,7 @@ class TeamCache:
         self.off = False
         self._lock = threading.RLock()  # _ready skips while holding it
         self._connected = False
+        self._warned = False  # about non-MP3 uploads to the plugin: once per command
 
     def _skip(self, exc: NarratorError) -> None:
         with self._lock:
@@ -118,6 +160,8 @@ class TeamCache:
             return {}
         try:
             replies = client.check(list(dict.fromkeys(line.key for line in lines)))
+        except Interrupted:
+            raise KeyboardInterrupt from None  # Ctrl-C stops the run; it is no reason to go on without the server
         except NarratorError as exc:
             self._skip(exc)
             return {}
@@ -155,8 +199,15 @@ class TeamCache:
             client.upload(entry, audio)
         except ServerUnavailable as exc:
             self._skip(exc)
+            return
         except ServerRefused as exc:
             self.warn(str(exc))
+            return
+        with self._lock:
+            message = None if self._warned else plugin_will_miss(client, entry)
+            self._warned = self._warned or message is not None
+        if message:
+            self.warn(message)
 
     def close(self) -> None:
         self.client.close()

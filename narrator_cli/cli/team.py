@@ -10,7 +10,14 @@ import typer
 
 from ..errors import NarratorError, UsageError
 from .output import (FileOpt, JsonOpt, ModelOpt, NoServerOpt, PathOpt, Progress, ServerOpt, TokenOpt, VoiceOpt,
-                     emit_json, fail, read_script, server_client, settings_for, store_for, texts_to_lines)
+                     emit_json, fail, read_script, server_client, settings_for, store_for, texts_to_lines, warn)
+
+
+def interrupted(exc: BaseException) -> typer.Exit:
+    """Ctrl-C: one line saying how far the batch got (when it was in one), exit 130."""
+    sys.stdout.flush()
+    print(f"narrator: {exc}" if str(exc) else "narrator: interrupted", file=sys.stderr, flush=True)
+    return typer.Exit(130)
 
 
 def check(
@@ -26,7 +33,11 @@ def check(
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error."""
+    """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error.
+
+    Example: narrator check --file script.txt --server http://127.0.0.1:8790
+    """
+    from ..client import Interrupted
     from ..resolve import lookup
     from ..store import check_key, meta_holds
 
@@ -51,6 +62,8 @@ def check(
                 line = lines[i] if i < len(lines) else None  # keys given directly have no line to compare
                 row["server"] = reply is not None and (line is None or meta_holds(
                     reply.get("metadata") or {}, line.text, line.voice_id, line.model_id))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        raise interrupted(exc) from None
     except NarratorError as exc:
         raise fail(exc) from None
     where = "server" if client is not None else "local"
@@ -81,8 +94,15 @@ def upload(
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send local entries to the team server, or import a recorded FILE with --text."""
+    """Send local entries to the team server, or import a recorded FILE with --text.
+
+    Example: narrator upload --all --server http://127.0.0.1:8790
+    """
     from .. import team
+    from ..client import Interrupted
+
+    progress = None
+    finished: list[dict] = []
 
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
@@ -102,28 +122,32 @@ def upload(
         else:
             chosen = team.choose(store, keys or [], all_)
         client = server_client(settings)
-        progress = None if as_json or len(chosen) < 2 or not sys.stderr.isatty() else Progress(len(chosen), "uploading")
+        if not as_json and len(chosen) > 1 and sys.stderr.isatty():
+            progress = Progress(len(chosen), "uploading")
         failed = 0
 
         def report(row: dict) -> None:
             nonlocal failed
             failed += row["status"] == "failed"
+            finished.append(row)
             if progress:
                 progress.advance()
             if as_json:
                 emit_json(row)
             elif not progress:
-                print(upload_line(row))
+                print(upload_line(row), flush=True)
 
         with client:
             try:
-                rows = team.upload(client, store, chosen, force, report)
+                rows = team.upload(client, store, chosen, force, report,
+                                   (lambda m: progress.print(f"narrator: warning: {m}")) if progress else warn)
             finally:
                 if progress:
                     progress.stop()
-        if progress:
-            for row in rows:
-                print(upload_line(row))
+                    for row in finished:  # what was done, also when Ctrl-C stopped the rest
+                        print(upload_line(row))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        raise interrupted(exc) from None
     except NarratorError as exc:
         raise fail(exc) from None
     if failed:
