@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_fixtures import make_mp3  # noqa: E402
-from interop.check_vite import start_vite  # noqa: E402
+from interop.check_vite import PLUGIN_FOLDER, start_vite  # noqa: E402
 from serve_process import port_of, start_serve  # noqa: E402
 
 from narrator_cli import protocol  # noqa: E402
@@ -260,9 +260,9 @@ async def main(quick: bool, rounds: int, vite_dir: Path | None) -> None:
             if vite_dir:  # started inside the try: its own session outlives us unless the finally stops it
                 site = Path(tmp) / "vite"
                 vite_proc, vite_port, vite_version = start_vite(site, vite_dir)
-                (site / "audio-cache").mkdir(exist_ok=True)
+                (site / PLUGIN_FOLDER).mkdir(exist_ok=True)
                 for path in cache.glob(f"{HIT_KEY}.*"):  # the key the watcher asks for is there too
-                    shutil.copy(path, site / "audio-cache")
+                    shutil.copy(path, site / PLUGIN_FOLDER)
             await websocket_figures(port, n // 4)  # warm up both
             await websocket_figures(ref_port, n // 4)
             ours, theirs = [], []

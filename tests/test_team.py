@@ -142,15 +142,15 @@ def test_upload_all_and_import_recorded_file(tmp_path, serve):
 
     recording = alice / "take-3.mp3"
     recording.write_bytes(make_mp3(2))
-    r = run(alice, "upload", "take-3.mp3", "--text", "My own voice.", "--voice", "me", "--model", "mic",
-            env={"NARRATOR_SERVER": srv.url})
+    r = run(alice, "upload", "take-3.mp3", "--text", "My own voice.", "--provider", "elevenlabs", "--voice", "me",
+            "--model", "mic", env={"NARRATOR_SERVER": srv.url})  # keyed as that provider's lines are
     assert r.returncode == 0, r.stderr
     from narrator_cli.keys import cache_key
 
     key = cache_key("My own voice.", "me", "mic")
     assert local.get(key).meta["provider"] == "recorded" and Store(srv.cache).get(key) is not None
-    r = run(member(tmp_path, "bob"), "speak", "My own voice.", "--provider", "mock", "--voice", "me", "--model",
-            "mic", "--json", env={"NARRATOR_SERVER": srv.url})
+    r = run(member(tmp_path, "bob"), "speak", "My own voice.", "--provider", "elevenlabs", "--voice", "me",
+            "--model", "mic", "--json", env={"NARRATOR_SERVER": srv.url})  # a server hit needs no API key
     assert rows(r)[0]["status"] == "server" and rows(r)[0]["cacheKey"] == key
 
     (alice / "notes.txt").write_text("not audio")
