@@ -4,6 +4,8 @@
 2. A 100-line cold batch against a local fake ElevenLabs with 200 ms latency at concurrency 8,
    against the ideal ceil(100/8) * 0.2 s (target: within 1.3x).
 3. `narrator stats` on 20,000 entries against reading every metadata file (target: under 2 s).
+4. A 100-line espeak batch writing MP3 (the default) against the same batch writing WAV, fresh cache each
+   run, rounds alternated (target: MP3 adds at most 30%, ratio <= 1.3x).
 
 Everything runs on 127.0.0.1 in temporary folders; loops are bounded. Run:
     python benchmarks/bench_speak.py [--runs 30]
@@ -15,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,10 +110,40 @@ def bench_stats(entries: int) -> None:
               f"ratio {took / ref:.2f}x (target: under 2 s)")
 
 
+def bench_offline_mp3(lines: int, rounds: int) -> None:
+    """The offline voice's batch as MP3 against the same batch as WAV (``NARRATOR_FORMAT=wav``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "script.txt"
+        script.write_text("\n".join(f"Line number {i} of the offline benchmark script." for i in range(lines)))
+        cmd = [*narrator_cmd(), "speak", "--provider", "espeak", "--file", str(script)]
+        times: dict[str, list[float]] = {"mp3": [], "wav": []}
+        for r in range(rounds + 1):  # round 0 warms the page cache and checks the output; it is not counted
+            for fmt in ("mp3", "wav") if r % 2 else ("wav", "mp3"):
+                cache = Path(tmp) / f"cache-{fmt}"
+                extra = {"NARRATOR_FORMAT": "wav"} if fmt == "wav" else {}  # the setting, whatever sets it
+                env = clean_env(tmp, NARRATOR_AUDIO_PATH=str(cache), **extra)
+                took = timed(cmd, env, tmp)
+                if r == 0:
+                    assert len(list(cache.glob(f"*.{fmt}"))) == lines, f"the {fmt} batch did not write {lines} files"
+                else:
+                    times[fmt].append(took)
+                shutil.rmtree(cache)
+        ratios = [m / w for m, w in zip(times["mp3"], times["wav"])]
+        print(f"offline batch        {lines} espeak lines: MP3 {statistics.median(times['mp3']):.2f} s   "
+              f"WAV {statistics.median(times['wav']):.2f} s   ratio {statistics.median(ratios):.2f}x "
+              f"(target <= 1.3x; rounds {min(ratios):.2f}x-{max(ratios):.2f}x, {rounds} alternated)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--only", choices=("hit", "batch", "stats", "offline"), help="run one figure")
     args = parser.parse_args()
-    bench_hit(min(args.runs, 200))
-    bench_batch(100, 8, 0.2)
-    bench_stats(20_000)
+    if args.only in (None, "hit"):
+        bench_hit(min(args.runs, 200))
+    if args.only in (None, "batch"):
+        bench_batch(100, 8, 0.2)
+    if args.only in (None, "stats"):
+        bench_stats(20_000)
+    if args.only in (None, "offline"):
+        bench_offline_mp3(100, 7)

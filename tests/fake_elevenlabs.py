@@ -1,7 +1,7 @@
 """A local stand-in for the ElevenLabs text-to-speech API, for tests and benchmarks.
 
 Standard library only (plus ``audio_fixtures`` for real MP3 / Ogg Opus bytes).
-It binds 127.0.0.1 on a free port, serves from a daemon thread and is used as a
+It binds 127.0.0.1 on a free port (or ``port=``), serves from a daemon thread and is used as a
 context manager::
 
     with FakeElevenLabs(latency=0.2) as fake:
@@ -96,6 +96,15 @@ def validation_error(field: str = "text", msg: str = "field required", kind: str
     return Reply(422, {"detail": [{"loc": ["body", field], "msg": msg, "type": kind}]})
 
 
+def refused_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: connections to it are refused (the port stays free
+    unless another program takes it meanwhile, which on a test machine is unlikely)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -112,11 +121,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, fake: FakeElevenLabs) -> None:
+    def __init__(self, fake: FakeElevenLabs, port: int = 0) -> None:
         self.fake = fake
         self.connections: set[socket.socket] = set()
         self.conn_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
         with self.conn_lock:
@@ -179,11 +188,12 @@ class FakeElevenLabs:
     """The fake API server; see the module docstring."""
 
     def __init__(self, latency: float = 0.0, api_key: str = "test-key", max_concurrent: int | None = None,
-                 seconds_per_char: float = SECONDS_PER_CHAR) -> None:
+                 seconds_per_char: float = SECONDS_PER_CHAR, port: int = 0) -> None:
         self.latency = latency
         self.api_key = api_key
         self.max_concurrent = max_concurrent
         self.seconds_per_char = seconds_per_char
+        self.port = port  # 0: any free port; else this one (say, one a test found refusing connections)
         self.requests: list[dict] = []  # one dict per request, in arrival order
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
@@ -198,7 +208,7 @@ class FakeElevenLabs:
 
     # --- lifecycle ---------------------------------------------------------
     def start(self) -> FakeElevenLabs:
-        self._server = _Server(self)
+        self._server = _Server(self, self.port)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

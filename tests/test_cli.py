@@ -34,14 +34,14 @@ def test_speak_offline_voice_makes_real_speech(tmp_path):
     proc = narrator("speak", "Hello from narrator")
     assert proc.returncode == 0, proc.stderr
     key = cache_key("Hello from narrator", "en", "espeak-ng")
-    wav = tmp_path / "audio-cache" / f"{key}.wav"
-    assert key in proc.stdout and "generated" in proc.stdout and str(wav) in proc.stdout
-    from mutagen.wave import WAVE
+    mp3 = tmp_path / "audio-cache" / f"{key}.mp3"  # what the Motion Canvas plugin looks for
+    assert key in proc.stdout and "generated" in proc.stdout and str(mp3) in proc.stdout
+    from mutagen.mp3 import MP3
 
-    info = WAVE(str(wav)).info
+    info = MP3(str(mp3)).info
     assert 0.5 < info.length < 5 and info.sample_rate == 22050
-    samples = wav.read_bytes()[44:]
-    assert samples.count(0) < len(samples) * 0.9  # speech, not silence
+    assert mp3.stat().st_size > info.length * 4000  # speech at 64 kbit/s, not frames of silence
+    assert not list((tmp_path / "audio-cache").glob("*.wav"))
     again = narrator("speak", "Hello from narrator")
     assert again.returncode == 0 and "cached" in again.stdout
 
@@ -72,9 +72,10 @@ def test_mock_rate_is_the_model(tmp_path):
 
 def test_force_regenerates_and_out_copies(tmp_path):
     run("speak", "--provider", "mock", "hello there")
-    result = run("speak", "--provider", "mock", "--force", "--json", "--out", "copy.wav", "hello there")
+    result = run("speak", "--provider", "mock", "--force", "--json", "--out", "copy.mp3", "hello there")
     assert json.loads(result.stdout)["status"] == "generated"
-    assert (tmp_path / "copy.wav").read_bytes()[:4] == b"RIFF"
+    cached = tmp_path / "audio-cache" / f"{cache_key('hello there', 'mock', '120')}.mp3"
+    assert (tmp_path / "copy.mp3").read_bytes() == cached.read_bytes()
     result = run("speak", "--provider", "mock", "--out", "outdir", "a", "b")
     assert result.exit_code == 0 and len(list((tmp_path / "outdir").iterdir())) == 2
 
@@ -101,10 +102,10 @@ def test_json_rows_come_as_lines_finish_cached_first(tmp_path):
 
 def test_cache_hit_counts_as_use(tmp_path):
     run("speak", "--provider", "mock", "old line")
-    wav = next((tmp_path / "audio-cache").glob("*.wav"))
-    os.utime(wav, (time.time() - 90 * 86400,) * 2)
+    audio = next((tmp_path / "audio-cache").glob("*.mp3"))
+    os.utime(audio, (time.time() - 90 * 86400,) * 2)
     run("speak", "--provider", "mock", "old line")
-    assert wav.stat().st_mtime > time.time() - 60
+    assert audio.stat().st_mtime > time.time() - 60
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,8 @@ def test_stats_reports_entries_voices_billing_and_broken(tmp_path):
     (tmp_path / "audio-cache" / "0000000c.wav").unlink()
     report = json.loads(run("stats", "--json").stdout)
     assert report["entries"] == 2 and report["duration"] == 3.0 and report["charactersBilled"] == 42
-    assert report["broken"] == 1 and report["bytes"] == len(make_wav(2)) + len(make_wav(1))
+    entries_on_disk = sum(p.stat().st_size for p in (tmp_path / "audio-cache").iterdir() if p.stem[:8] != "0000000c")
+    assert report["broken"] == 1 and report["bytes"] == entries_on_disk  # audio and metadata
     assert {r["voiceId"]: r["entries"] for r in report["byVoice"]} == {"v1": 1, "v2": 1}
     table = run("stats")
     assert "v1" in table.stdout and "2 entries" in table.stdout and "broken" in table.stdout
@@ -218,12 +220,13 @@ def test_cleanup_age_then_lru_size_and_dry_run(tmp_path):
     (tmp_path / "audio-cache" / ".0000000f.123.abcd.tmp").write_bytes(b"partial")
     os.utime(tmp_path / "audio-cache" / ".0000000f.123.abcd.tmp", (now - 3600,) * 2)
     size = len(make_wav(1))
+    newest_two = sum(p.stat().st_size for p in (tmp_path / "audio-cache").glob("0000000[34].*"))  # audio + metadata
     before = snapshot(tmp_path)
-    dry = json.loads(run("cleanup", "--older-than", "30d", "--max-size", f"{2 * size + 10}B", "--dry-run",
+    dry = json.loads(run("cleanup", "--older-than", "30d", "--max-size", f"{newest_two}B", "--dry-run",
                          "--json").stdout)
     assert dry["expired"] == ["00000000"] and dry["evicted"] == ["00000001", "00000002"] and dry["dryRun"]
     assert snapshot(tmp_path) == before
-    result = json.loads(run("cleanup", "--older-than", "30d", "--max-size", f"{2 * size + 10}B", "--json").stdout)
+    result = json.loads(run("cleanup", "--older-than", "30d", "--max-size", f"{newest_two}B", "--json").stdout)
     assert result["expired"] == dry["expired"] and result["evicted"] == dry["evicted"]
     assert result["temporary"] == [".0000000f.123.abcd.tmp"] and result["freedBytes"] > 3 * size
     assert sorted(e.key for e in store.scan().entries) == ["00000003", "00000004"]

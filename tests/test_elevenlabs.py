@@ -2,6 +2,8 @@
 
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import pytest
 
 from fake_elevenlabs import (
     FakeElevenLabs,
+    refused_url,
     server_error,
     slow,
     system_busy,
@@ -17,7 +20,7 @@ from fake_elevenlabs import (
     unauthorized,
     validation_error,
 )
-from narrator_cli.errors import ProviderAuthError, ProviderError, UsageError
+from narrator_cli.errors import ProviderAuthError, ProviderError, ProviderUnreachable, UsageError
 from narrator_cli.keys import cache_key
 from narrator_cli.providers.elevenlabs import ElevenLabsProvider
 
@@ -135,7 +138,7 @@ def test_wrong_key_is_one_line_naming_the_key_problem_not_the_key(fake, tmp_path
     wrong = "sk-wrong-0d9e8c7b6a5f4e3d"
     proc = speak(fake, "--concurrency", "1", TEXT, "Second line.", "Third line.", key=wrong)
     assert_one_line_error(proc, "API key", "401")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # configuration to fix, not a line that failed
     assert_no_key(proc.stdout, proc.stderr, key=wrong)
     assert_no_key(proc.stdout, proc.stderr)
     assert fake.statuses() == [401]  # never retried, and the rest of the batch is not attempted
@@ -356,3 +359,181 @@ def test_malformed_key_is_a_usage_error_before_any_request(fake, tmp_path, bad):
     assert_no_key(proc.stdout, proc.stderr, key=bad)
     with pytest.raises(UsageError):
         ElevenLabsProvider(bad, base_url=fake.url)
+
+
+# --- an API that cannot be reached ------------------------------------------------
+
+
+def count_requests(p):
+    """Requests the provider starts (httpx's request hook runs as each one is about to be sent)."""
+    sent = []
+    p.client.event_hooks["request"].append(lambda request: sent.append(request.url.host))
+    return sent
+
+
+def test_refused_connection_gives_up_after_one_quick_retry_then_makes_no_request():
+    url = refused_url()
+    p = ElevenLabsProvider(KEY, base_url=url, retries=4, backoff=5)  # a 5 s backoff would show in the count
+    sent = count_requests(p)
+    try:
+        with pytest.raises(ProviderUnreachable) as info:
+            p.synthesize(TEXT, VOICE, MODEL)
+        assert len(sent) == 2  # one quick retry, not retries + 1
+        for _ in range(3):
+            with pytest.raises(ProviderUnreachable):
+                p.synthesize("Another line.", VOICE, MODEL)
+        assert len(sent) == 2  # at once, without a request
+    finally:
+        p.close()
+    message = str(info.value)
+    assert url.removeprefix("http://") in message and "connection refused" in message and "\n" not in message
+    assert_no_key(message, repr(info.value))
+
+
+def test_tls_failure_is_unreachable(fake):
+    p = ElevenLabsProvider(KEY, base_url=fake.url.replace("http://", "https://"), retries=4)
+    try:
+        with pytest.raises(ProviderUnreachable, match="TLS"):
+            p.synthesize(TEXT, VOICE, MODEL)
+    finally:
+        p.close()
+    assert fake.request_count == 0  # no request got through the handshake
+
+
+def test_one_refused_connection_then_the_api_answers(tmp_path):
+    url = refused_url()
+    p = ElevenLabsProvider(KEY, base_url=url, retries=4)
+    sent = count_requests(p)
+    port = int(url.rsplit(":", 1)[1])
+    started = []
+
+    def start_api_before_the_retry(request):  # the API comes up between the first attempt and its retry
+        if len(sent) == 2 and not started:
+            started.append(FakeElevenLabs(api_key=KEY, port=port).start())
+
+    p.client.event_hooks["request"].append(start_api_before_the_retry)
+    try:
+        synth = p.synthesize(TEXT, VOICE, MODEL)
+    finally:
+        p.close()
+        for f in started:
+            f.close()
+    assert synth.mime == "audio/mpeg" and len(sent) == 2 and started[0].statuses() == [200]
+
+
+def test_a_batch_with_no_api_stops_at_once_with_one_line(tmp_path):
+    (tmp_path / "script.txt").write_text("\n".join(f"Line {i} of a script." for i in range(12)))
+    url = refused_url()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from narrator_cli.cli import main; main()",
+         "speak", "--provider", "elevenlabs", "--voice", VOICE, "--concurrency", "4", "--file", "script.txt"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ELEVENLABS_API_KEY": KEY, "NARRATOR_ELEVENLABS_BASE_URL": url})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("narrator: error: ")]
+    assert len(errors) == 1 and "cannot reach ElevenLabs at " + url.removeprefix("http://") in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_no_key(proc.stdout, proc.stderr)
+    assert cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("base_url", ["ftp://example.com", "api.elevenlabs.io", "http://"])
+def test_a_base_url_that_is_not_http_is_a_usage_error_before_any_request(fake, base_url):
+    proc = speak(fake, TEXT, base_url=base_url)
+    assert_one_line_error(proc, "base_url")
+    assert proc.returncode == 2
+
+
+def test_format_wav_is_refused_for_elevenlabs(fake, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from narrator_cli.cli import main; main()",
+         "speak", "--provider", "elevenlabs", "--voice", VOICE, TEXT], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ELEVENLABS_API_KEY": KEY, "NARRATOR_ELEVENLABS_BASE_URL": fake.url,
+             "NARRATOR_FORMAT": "wav"})
+    assert_one_line_error(proc, "output_format")
+    assert proc.returncode == 2 and fake.request_count == 0 and cache_files(tmp_path) == []
+
+
+# --- Ctrl-C ----------------------------------------------------------------------
+
+
+def wait_for(condition, seconds=10.0):
+    """Poll ``condition`` (bounded in time); True once it holds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def in_thread(fn):
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_cancel_wakes_a_retry_sleeping_in_backoff_and_sends_nothing_more(fake):
+    fake.always(system_busy(retry_after=30))
+    p = provider(fake, retries=4)
+    try:
+        thread, outcome = in_thread(lambda: p.synthesize(TEXT, VOICE, MODEL))
+        assert wait_for(lambda: fake.statuses() == [429])  # answered: the call now waits 30 s to retry
+        p.cancel()
+        thread.join(timeout=10)  # far less than the 30 s it would otherwise sleep
+        assert not thread.is_alive()
+        assert isinstance(outcome.get("error"), ProviderError) and str(outcome["error"]) == "cancelled"
+        with pytest.raises(ProviderError, match="^cancelled$"):
+            p.synthesize("Another line.", VOICE, MODEL)
+    finally:
+        p.close()
+    assert fake.request_count == 1
+
+
+def test_cancel_lets_the_request_in_flight_finish_and_starts_no_waiting_one(fake):
+    fake.script(slow(1.0))
+    p = provider(fake, concurrency=1)
+    try:
+        first, first_out = in_thread(lambda: p.synthesize(TEXT, VOICE, MODEL))
+        assert wait_for(lambda: fake.request_count == 1)
+        second, second_out = in_thread(lambda: p.synthesize("Waiting for a slot.", VOICE, MODEL))
+        time.sleep(0.1)  # let it reach the concurrency limit (if it did not, cancel stops it before it)
+        p.cancel()
+        second.join(timeout=10)
+        first.join(timeout=10)
+    finally:
+        p.close()
+    assert str(second_out.get("error")) == "cancelled"
+    assert first_out["value"].mime == "audio/mpeg"  # what was sent is still received whole
+    assert fake.statuses() == [200]
+
+
+@pytest.mark.parametrize(("cause", "words"), [
+    (socket.gaierror(-2, "Name or service not known"), "does not resolve"),
+    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS"),
+    (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+    (OSError(101, "Network is unreachable"), "network is unreachable"),
+], ids=["dns", "tls", "refused", "no-route"])
+def test_unreachable_says_why_in_a_few_words(cause, words):
+    """DNS cannot be failed for real without a network; the reason is read from the exception chain httpx gives."""
+    import httpx
+
+    from narrator_cli.providers.elevenlabs import _why_unreachable
+
+    try:
+        try:
+            raise cause
+        except OSError as exc:
+            raise httpx.ConnectError("boom") from exc
+    except httpx.ConnectError as exc:
+        assert words in _why_unreachable(exc)

@@ -1,7 +1,10 @@
 """Speech providers behind one small interface, looked up by name.
 
 Each provider module is imported only when that provider is used, so the
-cache-hit path never loads httpx or ctypes.
+cache-hit path never loads httpx, ctypes or the MP3 encoder. What a line is
+keyed with is checked here, before any key is computed: a model or voice the
+provider would ignore or replace would otherwise store the same audio again
+under another key.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ DEFAULTS = {  # provider -> (default voice, default model): key parameters witho
     "espeak": ("en", "espeak-ng"),
     "mock": ("mock", "120"),
 }
+FORMATS = ("mp3", "wav")  # what the offline voices write; MP3 is what the Motion Canvas plugin looks for
 
 
 class Synthesis(NamedTuple):
@@ -30,18 +34,53 @@ class Provider(Protocol):
 
     def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis: ...
 
+    def cancel(self) -> None:
+        """Ctrl-C: start no new request (nor retry) after this; a retry waiting in backoff gives up at once."""
+
     def close(self) -> None: ...
 
 
 def key_params(provider: str, voice: str | None, model: str | None) -> tuple[str, str]:
-    """The (voiceId, modelId) pair a line is keyed with, defaults filled in."""
+    """The (voiceId, modelId) pair a line is keyed with, defaults filled in; UsageError for one the provider
+    cannot honour (``None`` means unset, an empty string is a mistake)."""
     if provider not in DEFAULTS:
         raise UsageError(f"unknown provider {provider!r} (choose from {', '.join(sorted(NAMES))})")
     default_voice, default_model = DEFAULTS[provider]
+    for what, value in (("voice", voice), ("model", model)):
+        if value is not None and not _printable(value):
+            raise UsageError(f"the {what} id {value!r} has a control character or bytes that are not UTF-8")
+    if voice is not None and not voice.strip():
+        example = f" (e.g. {default_voice})" if default_voice else ""
+        raise UsageError(f"empty voice: give the {provider} provider a voice id{example} or leave --voice unset")
     voice = voice or default_voice
     if not voice:
         raise UsageError(f"provider {provider!r} needs a voice: pass --voice or set voice in narrator.toml")
-    return voice, model or default_model
+    model = default_model if model is None else model
+    if provider == "espeak" and model != default_model:
+        raise UsageError(f"espeak has one model, {default_model!r}; got {model!r} (leave --model unset)")
+    if provider == "mock":
+        from .mock import parse_rate
+
+        parse_rate(model)
+    if not model.strip():
+        raise UsageError(f"empty model: give the {provider} provider a model id (e.g. {default_model}) "
+                         "or leave --model unset")
+    return voice, model
+
+
+def _printable(text: str) -> bool:
+    """No control characters and no lone surrogates (undecodable bytes on the command line)."""
+    return text.isprintable() or all(" " <= c != "\x7f" and not "\ud800" <= c <= "\udfff" for c in text)
+
+
+def audio_format(settings: dict) -> str:
+    """The ``format`` setting an offline voice writes (MP3 unless set); UsageError for any other value."""
+    value = settings.get("format")
+    if value is None:
+        return "mp3"
+    if value not in FORMATS:
+        raise UsageError(f"unknown audio format {value!r} (choose from {', '.join(FORMATS)})")
+    return str(value)
 
 
 def load(provider: str, settings: dict) -> Provider:

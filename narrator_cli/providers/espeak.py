@@ -3,17 +3,18 @@
 No account, no network, no system package: this is what makes ``narrator speak``
 work on a fresh machine. The voice id is an espeak-ng voice name (``en``,
 ``en-us``, ``de``, ...); the model id is fixed, as there is only one engine.
+The audio is MP3 (``format = "wav"`` keeps WAV), encoded after the engine's
+lock is released, so one line encodes while the next is synthesised.
 """
 
 from __future__ import annotations
 
 import ctypes
-import io
+import difflib
 import threading
-import wave
 
 from ..errors import ProviderError, UsageError
-from . import Synthesis
+from . import Synthesis, audio_format
 
 _AUDIO_OUTPUT_RETRIEVAL = 1
 _POS_CHARACTER = 1
@@ -52,14 +53,49 @@ def _load() -> tuple[ctypes.CDLL, int, list[bytes], object]:
     return _engine
 
 
+class _Voice(ctypes.Structure):
+    """espeak-ng's ``espeak_VOICE``."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_void_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+
+def voice_names(lib: ctypes.CDLL) -> list[str]:
+    """The short names of the installed voices (``en``, ``en-US``, ``de``, ...), as espeak-ng lists them."""
+    lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+    voices = lib.espeak_ListVoices(None)
+    names: list[str] = []
+    for i in range(10_000):  # a NULL-terminated array
+        if not voices or not voices[i]:
+            break
+        identifier = voices[i].contents.identifier or b""
+        names.append(identifier.decode(errors="replace").rsplit("/", 1)[-1])
+    return names
+
+
+def _unknown_voice(lib: ctypes.CDLL, voice_id: str) -> UsageError:
+    names = voice_names(lib)
+    lower = {n.lower(): n for n in names}
+    near = [lower[n] for n in difflib.get_close_matches(voice_id.lower(), list(lower), n=3, cutoff=0.5)]
+    common = [n for n in ("en", "en-US", "de", "fr", "es") if n.lower() in lower] or names[:5]
+    few = list(dict.fromkeys(near + common))
+    return UsageError(f"espeak-ng has no voice {voice_id!r}: try {', '.join(few)} "
+                      f"({len(names)} voices in all; a variant such as en+f3 works too)")
+
+
 class EspeakProvider:
     name = "espeak"
+
+    def __init__(self, fmt: str = "mp3") -> None:
+        self.format = fmt
 
     def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis:
         with _lock:
             lib, rate, chunks, _ = _load()
             if lib.espeak_SetVoiceByName(voice_id.encode()) != 0:
-                raise UsageError(f"espeak-ng has no voice {voice_id!r} (try en, en-us, de, fr, ...)")
+                raise _unknown_voice(lib, voice_id)
             chunks.clear()
             raw = text.encode()
             if lib.espeak_Synth(raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
@@ -69,17 +105,20 @@ class EspeakProvider:
             chunks.clear()
         if not pcm:
             raise ProviderError("espeak-ng produced no audio for the line")
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm)
-        return Synthesis(buf.getvalue(), "audio/wav")
+        if self.format == "wav":
+            from ..encode import pcm_to_wav
+
+            return Synthesis(pcm_to_wav(pcm, rate), "audio/wav")
+        from ..encode import pcm_to_mp3
+
+        return Synthesis(pcm_to_mp3(pcm, rate), "audio/mpeg")
+
+    def cancel(self) -> None:
+        """Nothing to stop: a line takes milliseconds and holds no connection."""
 
     def close(self) -> None:
         pass
 
 
 def create(settings: dict) -> EspeakProvider:
-    return EspeakProvider()
+    return EspeakProvider(audio_format(settings))
