@@ -40,6 +40,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "elevenlabs.retries": (int, "NARRATOR_ELEVENLABS_RETRIES"),
 }
 ALIASES = {"api_key": "elevenlabs.api_key"}
+CHOICES = {"provider": "NAMES", "format": "FORMATS"}  # settings whose values the providers package lists
 DEFAULTS: dict[str, object] = {"provider": "espeak", "audio_path": "audio-cache", "concurrency": 4}
 
 
@@ -142,14 +143,14 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
             raise UsageError(f"{path}: {name!r} must be {_kind_name(kind)}, got {value!r}")
     if "concurrency" in flat:
         _check_concurrency(flat["concurrency"], f"{path}: 'concurrency'")
-    if "provider" in flat:
-        _check_provider(str(flat["provider"]), f"{path}: 'provider'")
+    for name in CHOICES.keys() & flat.keys():
+        _check_choice(name, str(flat[name]), f"{path}: {name!r}")
     return flat
 
 
 def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> object:
-    if name == "provider":
-        _check_provider(raw, env)
+    if name in CHOICES:
+        _check_choice(name, raw, env)
     if kind is str:
         return raw
     try:
@@ -161,11 +162,12 @@ def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> obj
     return value
 
 
-def _check_provider(name: str, where: str) -> None:
-    from .providers import NAMES
+def _check_choice(name: str, value: str, where: str) -> None:
+    from . import providers
 
-    if name not in NAMES:
-        raise UsageError(f"{where} must be one of {', '.join(sorted(NAMES))}, got {name!r}")
+    choices = sorted(getattr(providers, CHOICES[name]))
+    if value not in choices:
+        raise UsageError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_concurrency(value: object, where: str) -> None:

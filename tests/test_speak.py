@@ -240,3 +240,13 @@ def test_progress_on_a_terminal_shows_eta_counts_and_failures_as_they_happen(tmp
     assert "ETA" in text and "generated" in text and "failed 1" in text
     assert "refused line" in text  # the failure, printed above the bar when it happened
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(("where", "value"), [("env", "flac"), ("toml", "ogg")])
+def test_an_unknown_format_setting_is_refused_even_when_all_is_cached(tmp_path, where, value):
+    assert mock("cached already").returncode == 0
+    env = {"NARRATOR_FORMAT": value} if where == "env" else {}
+    if where == "toml":
+        (tmp_path / "narrator.toml").write_text(f'format = "{value}"\n')
+    proc = mock("cached already", env=env)
+    assert proc.returncode == 2 and value.encode() in proc.stderr and b"mp3, wav" in proc.stderr
