@@ -9,6 +9,7 @@ running the Motion Canvas narrator plugin and against ``narrator serve``:
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -144,17 +145,21 @@ class Index:
     """What a check needs, in memory: key -> entry, with last use, kept in step with the store.
 
     Entries another process writes into the folder are found on a miss; entries
-    it deletes are noticed by the ``stat`` on a hit.
+    it deletes are noticed by the ``stat`` on a hit. The LRU order follows every
+    use, while the disk (the audio file's mtime, which the next start and
+    ``narrator cleanup`` read) is written at most once per ``TOUCH_EVERY`` per entry.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.entries: dict[str, Entry] = {}
+        self._used: dict[str, float] = {}  # key -> a use newer than its entry's mtime, not yet on disk
         self.reload()
 
     def reload(self) -> None:
         self._seen = self._folder_stamp()
         self.entries = {e.key: e for e in self.store.scan().entries}
+        self._used = {k: t for k, t in list(self._used.items()) if k in self.entries}
 
     def sync(self) -> None:
         """Catch up with other writers of the folder (a ``narrator speak``, the Vite plugin)
@@ -192,20 +197,43 @@ class Index:
         return entry
 
     def use(self, entry: Entry) -> None:
-        """Record a use for LRU eviction; at most one disk write a minute per entry."""
+        """Record a use for LRU eviction: in memory every time, on disk at most once a minute per entry."""
         now = time.time()
         if now - entry.mtime > TOUCH_EVERY:
             self.store.touch(entry)
             self.entries[entry.key] = entry._replace(mtime=now)
+            self._used.pop(entry.key, None)
+        else:
+            self._used[entry.key] = now
+
+    def last_use(self, entry: Entry) -> float:
+        return max(entry.mtime, self._used.get(entry.key, 0.0))
+
+    def flush(self) -> None:
+        """Write the uses only memory knows to the disk, so a cleanup that reads file times
+        (and the next start) sees the same order."""
+        for key, when in list(self._used.items()):
+            entry = self.entries.get(key)
+            if entry is not None and when > entry.mtime:
+                with contextlib.suppress(OSError):
+                    os.utime(entry.path, (when, when))
+                    self.entries[key] = entry._replace(mtime=when)
+            self._used.pop(key, None)
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
+        self._used.pop(entry.key, None)
+
+    def discard(self, key: str) -> None:
+        self.entries.pop(key, None)
+        self._used.pop(key, None)
 
     def total_size(self) -> int:
-        return sum(e.size for e in self.entries.values())
+        return sum(e.size for e in list(self.entries.values()))  # a copy: eviction counts from another thread
 
     def lru(self) -> Iterator[Entry]:
-        return iter(sorted(self.entries.values(), key=lambda e: e.mtime))
+        """Least recently used first."""
+        return iter(sorted(self.entries.values(), key=self.last_use))
 
 
 _PAD = ord("=")
@@ -456,7 +484,7 @@ class Handler:
             with store.locked():
                 for entry in victims:
                     store.remove([store.meta_path(entry.key), entry.path])
-                    self.index.entries.pop(entry.key, None)
+                    self.index.discard(entry.key)
         return victims
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import json
@@ -18,11 +19,13 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__, http, protocol, ws
+from .errors import NarratorError, UsageError
 from .maintenance import cleanup
 from .store import Entry, Store
 
@@ -33,6 +36,11 @@ FLUSH_EVERY = 32  # replies
 SLOWEST_READER = 16 * 1024  # bytes/s a download may take before its idle timeout runs
 CACHED_REPLIES = protocol.CACHED_REPLIES
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# An upload is held whole in memory as base64 (4/3 of the file) while it is checked, and decoded beside it:
+# 2 GB of audio is already ~2.7 GB of message, and no narration line comes near it.
+MAX_FILE_SIZE = 2048 * 1_000_000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CACHE_UNREADABLE = "the server cannot read its cache"  # what a client is told; the log names the path
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Log:
     def __init__(self, quiet: bool, as_json: bool) -> None:
         self.quiet, self.as_json = quiet, as_json
         self.console = None
+        self._second, self._stamp = -1, ""
         if not as_json and sys.stderr.isatty():
             from rich.console import Console
 
@@ -68,7 +77,7 @@ class Log:
         if self.as_json:
             line = json.dumps({"time": round(time.time(), 3), "event": event, **fields, "message": message})
         elif self.console is None:  # plain lines when not a terminal: a busy server logs thousands a second
-            line = f"{event:<9} {message}"
+            line = f"{self.timestamp(time.time())} {event:<9} {message}"
         else:
             from rich.markup import escape
 
@@ -77,6 +86,13 @@ class Log:
             return
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+    def timestamp(self, now: float) -> str:
+        """ISO 8601 UTC with milliseconds, e.g. ``2026-11-30T08:01:13.123Z``; the date part is made once a second."""
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{min(int((now - second) * 1000), 999):03d}Z"
 
 
 _STYLES = {"upload": "green", "hit": "cyan", "miss": "yellow", "refused": "red", "cleanup": "magenta",
@@ -145,24 +161,38 @@ class Server:
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
+        """Bind, then run the start-up cleanup: a server that cannot listen deletes nothing."""
+        host, port = self.options.host, self.options.port
+        try:
+            self.server = await asyncio.start_server(self._connection, host, port, limit=READ_CHUNK,
+                                                     reuse_address=True)
+        except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
+            raise UsageError(f"cannot serve on {_host_port(host, port)}: {_bind_error(exc)}") from None
         if self.options.max_age is not None:
-            self._cleanup(self.options.max_age, None, "start-up")
-        self.server = await asyncio.start_server(self._connection, self.options.host, self.options.port,
-                                                 limit=READ_CHUNK, reuse_address=True)
+            try:
+                self._cleanup(self.options.max_age, None, "start-up")
+            except BaseException:
+                self.server.close()
+                raise
         host, port = self.server.sockets[0].getsockname()[:2]
         return host, port
 
-    async def run(self) -> None:
-        host, port = await self.start()
+    async def run(self, announce: Callable[[], None] | None = None, signalled: list[int] | None = None) -> None:
+        """Serve until SIGINT or SIGTERM, both a normal stop. ``announce`` runs once the socket is bound;
+        ``signalled``: signals that came before the loop could handle them (the server then stops at once)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
+        for sig in STOP_SIGNALS:  # before the start-up cleanup, so a signal during it is a stop like any other
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        shown = f"[{host}]" if ":" in host else host
-        self.log("listening", f"narrator serve {__version__} on http://{shown}:{port} "
-                 f"({len(self.index.entries)} entries in {self.store.root})",
-                 url=f"http://{shown}:{port}", entries=len(self.index.entries))
+        if signalled:  # while the index was read: stop before listening at all
+            return
+        host, port = await self.start()
+        if announce is not None:
+            announce()
+        url = f"http://{_host_port(host, port)}"
+        self.log("listening", f"narrator serve {__version__} on {url} ({len(self.index.entries)} entries in "
+                 f"{self.store.root})", url=url, entries=len(self.index.entries))
         await stop.wait()
         await self.shutdown()
 
@@ -176,6 +206,7 @@ class Server:
             task.cancel()
         if self.connections:
             await asyncio.wait(self.connections, timeout=grace)
+        self.index.flush()  # the next start rebuilds the LRU order from file times
         self.log("stopped", "server stopped")
 
     # --- connections -------------------------------------------------------------
@@ -222,7 +253,12 @@ class Server:
             if request.header("upgrade", "").lower() == "websocket":
                 await self._upgrade(request, parser.trailing_data(), reader, writer, dog)
                 return
-            keep = await self._route(request, writer, dog)
+            try:
+                keep = await self._route(request, writer, dog)
+            except NarratorError as exc:  # the cache cannot be read (permissions): this request fails, not the server
+                self.log("error", str(exc))
+                await self._send(writer, 503, {"error": CACHE_UNREADABLE})
+                keep = True
             if not (keep and request.keep_alive):
                 return
 
@@ -255,6 +291,7 @@ class Server:
                 self.log("refused", "cleanup without a valid token")
                 await self._send(writer, 401, {"error": "unauthorized"}, cors)
                 return True
+            self.index.flush()  # the cleanup reads file times: give it the uses only memory knows
             result = await asyncio.to_thread(self._cleanup, self.options.max_age, self.options.max_cache_size,
                                              "request")
             await self._send(writer, 200, result, cors, head=request.method == "HEAD")
@@ -276,6 +313,7 @@ class Server:
         if http.etag_matches(request.header("if-none-match"), etag):
             writer.write(http.response_head(304, headers))
             await writer.drain()
+            self.index.use(entry)  # a client checking its copy is still using it
             return True
         size = entry.size
         rng = http.parse_range(request.header("range"), size) if request.header("if-range") in (None, etag) else None
@@ -479,6 +517,7 @@ class Server:
 
     def _on_message(self, conn: ws.Connection, message: ws.Message, writer: asyncio.StreamWriter,
                     tasks: set[asyncio.Task], stream: protocol.UploadStream | None = None) -> None:
+        data: dict = {}
         try:
             if not message.text:
                 raise protocol.BadMessage("expected a JSON text message")
@@ -499,6 +538,10 @@ class Server:
         except protocol.BadMessage as exc:
             self.log("refused", str(exc), cacheKey=exc.cache_key)
             reply = exc.reply()
+        except NarratorError as exc:  # an entry or the folder cannot be read: this request fails, the connection stays
+            key = data.get("cacheKey") if isinstance(data.get("cacheKey"), str) else None
+            self.log("error", str(exc), cacheKey=key)
+            reply = protocol.BadMessage(CACHE_UNREADABLE, key).reply()
         finally:
             if stream is not None:
                 stream.close()  # done with it either way: drop the buffer, and the file unless taken
@@ -524,16 +567,16 @@ class Server:
             # the thread owns it now, and finishes even if this task is cancelled
             reply = await asyncio.shield(commit)
             self.log("upload", f"{key} ({size} bytes, {mime})", cacheKey=key, size=size)
-            evicted = await asyncio.to_thread(self.handler.evict, self.options.max_cache_size)
-            if evicted:
-                self.log("cleanup", f"evicted {len(evicted)} least recently used entries",
-                         evicted=[e.key for e in evicted])
+            await self._evict()
         except protocol.BadMessage as exc:
             self.log("refused", f"upload {key}: {exc}", cacheKey=key)
             reply = exc.reply()
-        except OSError as exc:
-            self.log("error", f"upload {key}: cannot write: {exc.strerror or exc}", cacheKey=key)
+        except (OSError, NarratorError) as exc:
+            self.log("error", f"upload {key}: cannot write: {getattr(exc, 'strerror', None) or exc}", cacheKey=key)
             reply = protocol.encode(protocol.UPLOAD_ERROR, {"cacheKey": key, "error": "server could not store it"})
+        except Exception as exc:  # noqa: BLE001 - a bug in one upload: its client still gets an answer
+            self.log("error", f"upload {key} failed: {type(exc).__name__}: {exc}", cacheKey=key)
+            reply = protocol.encode(protocol.UPLOAD_ERROR, {"cacheKey": key, "error": "server error"})
         if not conn.closed:
             conn.send_text(reply)
             with contextlib.suppress(ConnectionError):
@@ -541,6 +584,19 @@ class Server:
                 await writer.drain()
 
     # --- maintenance ---------------------------------------------------------------
+    async def _evict(self) -> None:
+        """LRU eviction after an upload; a failure here is logged and never turns the stored upload into an error."""
+        if self.options.max_cache_size is None:
+            return
+        try:
+            evicted = await asyncio.to_thread(self.handler.evict, self.options.max_cache_size)
+        except Exception as exc:  # noqa: BLE001 - e.g. a cache folder made unreadable under us
+            self.log("error", f"eviction failed: {getattr(exc, 'strerror', None) or exc}")
+            return
+        if evicted:
+            self.log("cleanup", f"evicted {len(evicted)} least recently used entries",
+                     evicted=[e.key for e in evicted])
+
     def _cleanup(self, max_age: float | None, max_size: int | None, why: str) -> dict:
         result = cleanup(self.store, max_age, max_size)
         self.index.reload()
@@ -558,6 +614,22 @@ def _etag(entry: Entry) -> str:
     return f'"{entry.size:x}-{created:08x}"'
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_error(exc: OSError | OverflowError) -> str:
+    """Why a bind failed, in a few words (asyncio wraps the reason in a long sentence of its own)."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRINUSE:
+        return "address already in use (another server? choose another port)"
+    if code == errno.EADDRNOTAVAIL:
+        return "not an address of this machine"
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code).lower()
+    return str(getattr(exc, "strerror", None) or exc)  # a host name that does not resolve, a port out of range
+
+
 def generate_token() -> str:
     import secrets
 
@@ -573,8 +645,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(store: Store, options: Options) -> None:
-    asyncio.run(Server(store, options).run())
+def serve(store: Store, options: Options, announce: Callable[[], None] | None = None) -> None:
+    """Run a server until SIGINT or SIGTERM. Both are a normal stop from the first instant: one that
+    comes while the index is read or the start-up cleanup runs stops the server once that is done."""
+    signalled: list[int] = []
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: whoever runs us handles signals
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, lambda signum, frame: signalled.append(signum))
+    try:
+        server = Server(store, options)
+        asyncio.run(server.run(announce, signalled))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 __all__ = ["Options", "Server", "serve", "generate_token", "is_loopback"]

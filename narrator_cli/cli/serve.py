@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -12,25 +14,38 @@ from .output import PathOpt, fail, settings_for, store_for
 
 
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to bind \\[default: 127.0.0.1]; any other needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port \\[default: 8790; 0 picks a free one].")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Token clients must send (better: NARRATOR_TOKEN).", show_default=False)] = None,
-    allow_origin: Annotated[Optional[list[str]], typer.Option(help="Browser origin allowed besides localhost (repeatable).")] = None,
-    allow_host: Annotated[Optional[list[str]], typer.Option(help="Host name clients may use besides localhost and IPs (repeatable).")] = None,
-    allowed_mime_type: Annotated[Optional[list[str]], typer.Option(help="Accepted upload type (repeatable) \\[default: audio/mpeg, audio/wav, audio/ogg, audio/mp3].")] = None,
-    max_file_size: Annotated[Optional[float], typer.Option(min=0.001, help="Largest upload in MB \\[default: 50].")] = None,
-    max_age: Annotated[Optional[str], typer.Option(help="Remove entries unused this long at start \\[default: 30d; 'never' keeps all].")] = None,
-    max_cache_size: Annotated[Optional[str], typer.Option(help="Evict least recently used entries after uploads above this (e.g. 2GB).")] = None,
-    idle_timeout: Annotated[float, typer.Option(min=1, help="Close connections silent this many seconds.")] = 120.0,
+    host: Annotated[Optional[str], typer.Option(
+        help="Address to bind \\[default: 127.0.0.1]; any other needs a token.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port \\[default: 8790; 0 picks a free one].")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        help="Token clients must send (better: NARRATOR_TOKEN).", show_default=False)] = None,
+    allow_origin: Annotated[Optional[list[str]], typer.Option(
+        help="Browser origin allowed besides localhost (repeatable).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        help="Host name clients may use besides localhost and IPs (repeatable).")] = None,
+    allowed_mime_type: Annotated[Optional[list[str]], typer.Option(
+        help="Accepted upload type (repeatable) \\[default: audio/mpeg, audio/wav, audio/ogg, audio/mp3].")] = None,
+    max_file_size: Annotated[Optional[float], typer.Option(
+        help="Largest upload in MB \\[default: 50; at most 2048].")] = None,
+    max_age: Annotated[Optional[str], typer.Option(
+        help="Remove entries unused this long at start \\[default: 30d; 'never' keeps all].")] = None,
+    max_cache_size: Annotated[Optional[str], typer.Option(
+        help="Evict least recently used entries after uploads above this (e.g. 2GB).")] = None,
+    idle_timeout: Annotated[float, typer.Option(
+        help="Close connections silent this many seconds (1 to 86400).")] = 120.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the listening line and errors.")] = False,
     json_log: Annotated[bool, typer.Option("--json-log", help="Log JSON lines on stderr.")] = False,
     audio_path: PathOpt = None,
 ) -> None:
-    """Share the cache: HTTP + WebSocket server speaking the Motion Canvas narrator events."""
+    """Share the cache: HTTP + WebSocket server speaking the Motion Canvas narrator events. Ctrl-C or SIGTERM
+    stops it once uploads in flight are stored.
+
+    Example: narrator serve --port 8790 --max-cache-size 2GB
+    """
     from ..maintenance import parse_age, parse_size
-    from ..protocol import DEFAULT_MIME_TYPES
-    from ..server import Options, generate_token, is_loopback, serve as run
-    from ..protocol import MIME_ALIASES
+    from ..protocol import DEFAULT_MIME_TYPES, MIME_ALIASES
+    from ..server import MAX_FILE_SIZE, Options, generate_token, is_loopback
+    from ..server import serve as run
     from ..store import MIME_EXT
 
     try:
@@ -46,23 +61,58 @@ def serve(
                 raise UsageError(f"--allowed-mime-type {mime!r}: not one of {', '.join([*MIME_EXT, *MIME_ALIASES])}")
         secret = settings.get("token")
         generated = not secret and not is_loopback(bind)
+        port_number = _in_range(settings.get("serve.port", 8790), _source("--port", port, "serve.port", settings),
+                                0, 65535, "a whole number from 0 to 65535", whole=True)
+        file_mb = _in_range(settings.get("serve.max_file_size", 50),
+                            _source("--max-file-size", max_file_size, "serve.max_file_size", settings),
+                            0.001, MAX_FILE_SIZE / 1e6, f"a number of MB from 0.001 to {MAX_FILE_SIZE / 1e6:g} "
+                            "(an upload is held in memory whole)")
+        _in_range(idle_timeout, "--idle-timeout", 1, 86400, "a number of seconds from 1 to 86400")
         options = Options(
-            host=bind, port=int(settings.get("serve.port", 8790)),  # type: ignore[call-overload]
+            host=bind, port=int(port_number),
             token=str(secret) if secret else (generate_token() if generated else None),
             allow_origins=list(allow_origin or []), allow_hosts=list(allow_host or []),
             allowed_mime_types=mimes,
-            max_file_size=int(float(settings.get("serve.max_file_size", 50)) * 1_000_000),  # type: ignore[arg-type]
+            max_file_size=int(file_mb * 1_000_000),
             max_age=None if age.strip().lower() == "never" else parse_age(age),
             max_cache_size=parse_size(str(size)) if size else None,
             idle_timeout=idle_timeout, quiet=quiet, json_log=json_log)
-        if generated:
+
+        def announce() -> None:  # only once the socket is bound: a server that never listened has no token
             print(f"narrator: token for this server (clients pass it as NARRATOR_TOKEN): {options.token}",
                   file=sys.stderr, flush=True)
-        run(store_for(settings), options)
+
+        run(store_for(settings), options, announce if generated else None)
     except NarratorError as exc:
         raise fail(exc) from None
-    except OSError as exc:
-        raise fail(NarratorError(f"cannot serve on {bind}:{settings.get('serve.port', 8790)}: "
-                                 f"{exc.strerror or exc}")) from None
+    except OSError as exc:  # binding is checked in the server; this is the folder or the system
+        where = f": {exc.filename}" if exc.filename else ""
+        raise fail(UsageError(f"cannot serve: {exc.strerror or exc}{where}")) from None
+
+
+def _in_range(value: object, where: str, low: float, high: float, what: str, whole: bool = False) -> float:
+    """``value`` if it is a finite number (whole, if asked) from ``low`` to ``high``; else a one-line UsageError
+    naming where it came from: infinities and NaN pass a plain ``min=`` check and end deep in the server."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and low <= value <= high and (not whole or float(value).is_integer())
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+        raise UsageError(f"{where} must be {what}, got {shown}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _source(flag: str, given: object, setting: str, settings: Any) -> str:
+    """Where a setting's value came from, as a user would look for it: the option, the variable or the file."""
+    from .. import config
+
+    if given is not None:
+        return flag
+    env = config.FIELDS[setting][1]
+    if env and os.environ.get(env):
+        return f"environment variable {env}"
+    project = settings.project_file
+    if project is not None and setting in config.read_file(project, allow_secrets=False):
+        return f"{project}: {setting!r}"
+    return f"{config.user_config_path()}: {setting!r}"
 
 
