@@ -229,7 +229,8 @@ class Index:
         self._used.pop(key, None)
 
     def total_size(self) -> int:
-        return sum(e.size for e in list(self.entries.values()))  # a copy: eviction counts from another thread
+        """Audio and metadata, as ``stats`` and ``cleanup`` count an entry."""
+        return sum(e.disk_size for e in list(self.entries.values()))  # a copy: eviction counts from another thread
 
     def lru(self) -> Iterator[Entry]:
         """Least recently used first."""
@@ -468,7 +469,7 @@ class Handler:
                                        "size": entry.size})
 
     def evict(self, max_cache_size: int | None) -> list[Entry]:
-        """Least recently used entries removed until the cache fits."""
+        """Least recently used entries removed until the cache fits; one that cannot be removed stays indexed."""
         if max_cache_size is None:
             return []
         self.index.sync()
@@ -478,14 +479,16 @@ class Handler:
             if total <= max_cache_size:
                 break
             victims.append(entry)
-            total -= entry.size
+            total -= entry.disk_size
+        removed = []
         if victims:
             store = self.index.store
             with store.locked():
                 for entry in victims:
-                    store.remove([store.meta_path(entry.key), entry.path])
-                    self.index.discard(entry.key)
-        return victims
+                    if store.remove([store.meta_path(entry.key), entry.path]).failed is None:
+                        self.index.discard(entry.key)
+                        removed.append(entry)
+        return removed
 
 
 def _base64_of(url: object) -> memoryview | None:

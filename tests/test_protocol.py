@@ -183,7 +183,7 @@ def test_eviction_removes_least_recently_used(tmp_path):
     index = Index(store)
     handler = Handler(index)
     handler.check_audio({"cacheKey": "0000000a"})  # a hit is a use: now the newest
-    size = index.entries["0000000a"].size
+    size = index.entries["0000000a"].disk_size  # audio and metadata, as stats and cleanup count
     evicted = handler.evict(2 * size)
     assert [e.key for e in evicted] == ["0000000b"]
     assert sorted(e.key for e in store.scan().entries) == ["0000000a", "0000000c"]
