@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import serve_process
-from audio_fixtures import make_mp3, make_wav
-from test_server import client, frame, get, no_broken, raw_ws, recv, running, send, upload_msg
+from audio_fixtures import make_wav
+from test_server import client, get, recv, running, send, upload_msg
 from typer.testing import CliRunner
 from unprivileged import as_user
 from websockets.exceptions import InvalidStatus
@@ -154,24 +154,6 @@ def test_the_largest_allowed_file_size_serves(tmp_path):
 
 
 # --- SIGINT is SIGTERM ----------------------------------------------------------------------------------
-def test_sigint_mid_upload_finishes_uploads_and_exits_0(tmp_path):
-    proc, url = serve_process.start_serve("--audio-path", "cache", cwd=tmp_path)
-    port = serve_process.port_of(url)
-    big = json.dumps({"type": "custom", "event": protocol.UPLOAD_AUDIO,
-                      "data": upload_msg("0000abcd", make_mp3(300))}).encode()
-    done = raw_ws(port)
-    done.sendall(frame(1, big))  # complete: stored (or not) whole
-    half = raw_ws(port)
-    half.sendall(frame(1, big)[: len(big) // 2])  # still arriving when the signal comes
-    time.sleep(0.3)
-    err = stop(proc, signal.SIGINT)
-    assert "Traceback" not in err and "interrupted" not in err
-    assert json.loads(err.splitlines()[-1])["event"] == "stopped"
-    cache = tmp_path / "cache"
-    no_broken(Store(cache))
-    assert sorted(p.name for p in cache.iterdir()) in ([], ["0000abcd.meta.json", "0000abcd.mp3"])
-
-
 def wait_for_lock_waiter(pid: int) -> None:
     """Until process ``pid`` waits for a flock (Linux lists waiters in /proc/locks with ``->``)."""
     if not Path("/proc/locks").exists():

@@ -555,7 +555,8 @@ def start_serve(*args: str, cwd) -> tuple[subprocess.Popen, int]:
     return proc, serve_process.port_of(url)
 
 
-def test_serve_command_sigterm_mid_upload_leaves_nothing_partial(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])  # Ctrl-C is a stop like any other
+def test_serve_command_stop_signal_mid_upload_leaves_nothing_partial(tmp_path, sig):
     proc, port = start_serve("--audio-path", "cache", cwd=tmp_path)
     try:
         assert json.loads(get(port, "/__narrator-health")[2])["entries"] == 0
@@ -566,7 +567,7 @@ def test_serve_command_sigterm_mid_upload_leaves_nothing_partial(tmp_path):
         half = raw_ws(port)
         half.sendall(frame(1, big)[: len(big) // 2])  # still arriving when the signal comes
         time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(15) == 0
     finally:
         proc.kill()
