@@ -250,3 +250,17 @@ def test_an_unknown_format_setting_is_refused_even_when_all_is_cached(tmp_path, 
         (tmp_path / "narrator.toml").write_text(f'format = "{value}"\n')
     proc = mock("cached already", env=env)
     assert proc.returncode == 2 and value.encode() in proc.stderr and b"mp3, wav" in proc.stderr
+
+
+def test_the_readme_stands_on_its_own_and_the_license_is_what_pyproject_says():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert not [link for link in links if link.startswith("..") or link.startswith("/")]
+    assert "python3-venv" in readme and "pipx install" in readme and "SSML" in readme
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")
