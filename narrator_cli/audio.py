@@ -12,7 +12,10 @@ from typing import BinaryIO
 from .errors import AudioError
 from .store import MIME_EXT
 
-MIME_ALIASES = {"audio/mp3": "audio/mpeg", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/vnd.wave": "audio/wav"}
+MIME_ALIASES = {"audio/mp3": "audio/mpeg", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav",
+                "audio/vnd.wave": "audio/wav"}
+SUFFIX_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg",
+               ".opus": "audio/ogg", ".webm": "audio/webm"}  # what a file's name says it holds
 
 
 def normalise_mime(mime: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from . import protocol, ws
-from .errors import NarratorError, UsageError
+from .errors import Interrupted, NarratorError, UsageError
 from .keys import is_key
 from .store import Entry, Store, check_key
 
@@ -51,16 +51,6 @@ class ServerUnavailable(NarratorError):
 
 class ServerRefused(NarratorError):
     """The server answered, and the answer is no (an upload-error, a bad download)."""
-
-
-class Interrupted(NarratorError):
-    """Ctrl-C in the middle of a batch: nothing new starts, what finished is kept; the message says how far it got."""
-
-    exit_code = 130
-
-    def __init__(self, done: int, total: int, what: str) -> None:
-        super().__init__(f"interrupted: {done} of {total} {what} done, {total - done} left")
-        self.done, self.total = done, total
 
 
 def unsafe_file_path(path: object) -> str | None:

@@ -15,6 +15,17 @@ class UsageError(NarratorError):
     exit_code = 2
 
 
+class Interrupted(NarratorError):
+    """Ctrl-C in a batch: nothing new started after it, what finished is kept (and whole).
+    ``abandoned``: a second Ctrl-C gave up waiting for the work in flight."""
+
+    exit_code = 130
+
+    def __init__(self, done: int, total: int, what: str = "lines", abandoned: bool = False) -> None:
+        super().__init__(f"interrupted: {done} of {total} {what} done, {total - done} left")
+        self.done, self.total, self.abandoned = done, total, abandoned
+
+
 class ProviderError(NarratorError):
     """The speech provider failed; nothing was stored for that line."""
 

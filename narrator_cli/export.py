@@ -16,11 +16,10 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from .audio import SUFFIX_MIME
 from .errors import NarratorError, UsageError
 from .store import MIME_EXT, Entry
 
-SUFFIX_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg",
-               ".opus": "audio/ogg", ".webm": "audio/webm"}
 SLUG_CHARS = 40
 STDOUT_NAMES = {"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"}
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from . import __version__
+from .audio import MIME_ALIASES  # the plugin accepts audio/mp3 too; we store the standard name
 from .keys import is_key
 from .store import MIME_EXT, Entry, Staged, Store
 
@@ -36,7 +37,6 @@ UPLOAD_ERROR = "narrator:upload-error"
 ERROR = "narrator:error"  # ours: an unknown event or a message we cannot read
 
 DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "audio/mp3")
-MIME_ALIASES = {"audio/mp3": "audio/mpeg"}  # the plugin accepts both; we store the standard name
 SERVER_NAME = "narrator serve"  # in our narrator:available reply (the plugin's is {}), so a client can tell
 TOUCH_EVERY = 60.0
 CACHED_REPLIES = 4096  # ready-made replies kept per entry, at most

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from .errors import NarratorError, ProviderAuthError, ProviderUnreachable, UsageError
+from .errors import Interrupted, NarratorError, ProviderAuthError, ProviderUnreachable, UsageError
 from .keys import cache_key
 from .store import Entry, Store
 
@@ -45,18 +45,6 @@ class Result(NamedTuple):
         if self.error:
             d["error"] = self.error
         return d
-
-
-class Interrupted(NarratorError):
-    """Ctrl-C: no new provider request started after it; what finished is stored whole.
-    ``abandoned``: a second Ctrl-C gave up on lines still in flight (their threads are not waited for)."""
-
-    exit_code = 130
-
-    def __init__(self, done: int, total: int, abandoned: bool = False) -> None:
-        super().__init__(f"interrupted: {done} of {total} lines done, {total - done} left "
-                         "(nothing half-written; run the same command again to finish)")
-        self.done, self.total, self.abandoned = done, total, abandoned
 
 
 def check_text(text: str) -> str:
@@ -106,7 +94,7 @@ def resolve(
     except (KeyboardInterrupt, _Abandoned) as exc:
         finished = {line.key for line, r in zip(lines, results) if r is not None and r.entry is not None}
         done = sum(1 for line in lines if line.key in finished)
-        raise Interrupted(done, len(lines), isinstance(exc, _Abandoned)) from None
+        raise Interrupted(done, len(lines), abandoned=isinstance(exc, _Abandoned)) from None
 
 
 class _Abandoned(Exception):

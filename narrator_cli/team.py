@@ -9,20 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .client import Client, Interrupted, ServerRefused, ServerUnavailable
-from .errors import NarratorError, UsageError
+from .client import Client, ServerRefused, ServerUnavailable
+from .errors import Interrupted, NarratorError, UsageError
 from .store import Entry, Store, check_key, meta_holds
 
-EXT_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg"}
 UPLOADS_IN_FLIGHT = 4
 
 
 def import_file(store: Store, path: Path, line: Any) -> Entry:
     """A recorded file as the narration of ``line``: checked by mutagen, stored atomically."""
-    from .audio import measure_duration
+    from .audio import SUFFIX_MIME, measure_duration
     from .errors import AudioError
 
-    mime = EXT_MIME.get(path.suffix.lower())
+    mime = SUFFIX_MIME.get(path.suffix.lower())
     if mime is None:
         raise UsageError(f"{path}: unknown audio type; use .mp3, .wav or .ogg")
     try:

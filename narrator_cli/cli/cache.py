@@ -8,8 +8,20 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import NarratorError, UsageError
-from .output import (JsonOpt, PathOpt, ServerOpt, TokenOpt, emit_json, fail, human_size, plural, server_client,
-                     settings_for, store_for, warn)
+from .output import (
+    JsonOpt,
+    PathOpt,
+    ServerOpt,
+    TokenOpt,
+    emit_json,
+    fail,
+    human_size,
+    plural,
+    server_client,
+    settings_for,
+    store_for,
+    warn,
+)
 
 SHOWN_FAILURES = 10  # parts named one per line when cleanup cannot remove them; the rest are counted
 
@@ -20,7 +32,8 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
 
     Example: narrator stats --json
     """
-    from ..maintenance import as_count, stats as compute
+    from ..maintenance import as_count
+    from ..maintenance import stats as compute
 
     try:
         if server:
@@ -80,7 +93,8 @@ def cleanup(
 
     Example: narrator cleanup --older-than 30d --max-size 500MB --dry-run
     """
-    from ..maintenance import as_count, cleanup as run, parse_age, parse_size
+    from ..maintenance import as_count, parse_age, parse_size
+    from ..maintenance import cleanup as run
 
     try:
         if server:

@@ -35,6 +35,13 @@ def fail(exc: NarratorError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def interrupted(exc: BaseException) -> typer.Exit:
+    """Ctrl-C: one line saying how far the batch got (when it was in one), exit 130."""
+    sys.stdout.flush()
+    print(f"narrator: {exc or 'interrupted'}", file=sys.stderr, flush=True)
+    return typer.Exit(130)
+
+
 def warn(message: str) -> None:
     print(f"narrator: warning: {message}", file=sys.stderr)
 
@@ -120,8 +127,8 @@ class Progress:
 
     def __init__(self, total: int, verb: str, counts: tuple[str, ...] = ()) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
         self.counts = dict.fromkeys(counts, 0)
         columns = [TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -42,8 +42,9 @@ def serve(
 
     Example: narrator serve --port 8790 --max-cache-size 2GB
     """
+    from ..audio import MIME_ALIASES
     from ..maintenance import parse_age, parse_size
-    from ..protocol import DEFAULT_MIME_TYPES, MIME_ALIASES
+    from ..protocol import DEFAULT_MIME_TYPES
     from ..server import MAX_FILE_SIZE, Options, generate_token, is_loopback
     from ..server import serve as run
     from ..store import MIME_EXT

@@ -9,10 +9,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import NarratorError
-from .output import (FileOpt, JsonOpt, ModelOpt, NoServerOpt, PathOpt, Progress, ProviderOpt, ServerOpt, TokenOpt,
-                     VoiceOpt, emit_json, fail, plural, read_script, settings_for, store_for, texts_to_lines, token_of,
-                     warn)
+from ..errors import Interrupted, NarratorError
+from .output import (
+    FileOpt,
+    JsonOpt,
+    ModelOpt,
+    NoServerOpt,
+    PathOpt,
+    Progress,
+    ProviderOpt,
+    ServerOpt,
+    TokenOpt,
+    VoiceOpt,
+    emit_json,
+    fail,
+    interrupted,
+    plural,
+    read_script,
+    settings_for,
+    store_for,
+    texts_to_lines,
+    token_of,
+    warn,
+)
 
 
 def speak(
@@ -113,12 +132,11 @@ def speak(
         failed = [r for r in results if r.status == "failed"]
         if failed:
             raise NarratorError(f"{len(failed)} of {len(results)} lines failed (first: {failed[0].error})")
-    except core.Interrupted as exc:
-        sys.stdout.flush()
-        print(f"narrator: {exc}", file=sys.stderr, flush=True)
+    except Interrupted as exc:
+        stop = interrupted(exc)
         if exc.abandoned:  # threads still wait on the provider; nothing they hold is half-written
             os._exit(exc.exit_code)
-        raise typer.Exit(exc.exit_code) from None
+        raise stop from None
     except NarratorError as exc:
         raise fail(exc) from None
 

@@ -8,16 +8,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import NarratorError, UsageError
-from .output import (FileOpt, JsonOpt, ModelOpt, NoServerOpt, PathOpt, Progress, ServerOpt, TokenOpt, VoiceOpt,
-                     emit_json, fail, read_script, server_client, settings_for, store_for, texts_to_lines, warn)
-
-
-def interrupted(exc: BaseException) -> typer.Exit:
-    """Ctrl-C: one line saying how far the batch got (when it was in one), exit 130."""
-    sys.stdout.flush()
-    print(f"narrator: {exc}" if str(exc) else "narrator: interrupted", file=sys.stderr, flush=True)
-    return typer.Exit(130)
+from ..errors import Interrupted, NarratorError, UsageError
+from .output import (
+    FileOpt,
+    JsonOpt,
+    ModelOpt,
+    NoServerOpt,
+    PathOpt,
+    Progress,
+    ServerOpt,
+    TokenOpt,
+    VoiceOpt,
+    emit_json,
+    fail,
+    interrupted,
+    read_script,
+    server_client,
+    settings_for,
+    store_for,
+    texts_to_lines,
+    warn,
+)
 
 
 def check(
@@ -37,7 +48,6 @@ def check(
 
     Example: narrator check --file script.txt --server http://127.0.0.1:8790
     """
-    from ..client import Interrupted
     from ..resolve import lookup
     from ..store import check_key, meta_holds
 
@@ -99,7 +109,6 @@ def upload(
     Example: narrator upload --all --server http://127.0.0.1:8790
     """
     from .. import team
-    from ..client import Interrupted
 
     progress = None
     finished: list[dict] = []
