@@ -12,6 +12,10 @@ the very same narrator handler. Every loop is bounded in count and time. Measure
    tests/interop's stand-in narrator plugin takes its turn too;
 4. HTTP GET of a 40 KB and a 1 MiB cached file: 1 keep-alive connection and 16.
 
+With --vite-dir, Vite 5.4 running tests/interop's stand-in plugin takes its turn in every figure (checks,
+uploads, and GETs of the same files from the folder it serves), so each Vite ratio comes from the same
+moments of this noisy machine; without it, the ratios are against the issue's fixed Vite figures.
+
 The client's own CPU time is printed with each figure: when it is close to the wall time the
 figure says more about this Python client than about the server. Each figure is the median of
 a few rounds (the 45 MiB upload: of 2 * rounds + 1 runs), ours alternated with the reference. Run:
@@ -208,8 +212,9 @@ async def upload(port: int, pid: int, mib: int, key: str) -> tuple[float, float,
 
 
 # --- HTTP GET ---------------------------------------------------------------------------------
-async def http_get(port: int, name: str, connections: int, per_conn: int) -> tuple[float, Clock]:
-    request = f"GET /__narrator-audio/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+async def http_get(port: int, name: str, connections: int, per_conn: int,
+                   prefix: str = protocol.AUDIO_PREFIX) -> tuple[float, Clock]:
+    request = f"GET {prefix}{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
     async def run() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
@@ -261,28 +266,35 @@ async def main(quick: bool, rounds: int, vite_dir: Path | None) -> None:
                 site = Path(tmp) / "vite"
                 vite_proc, vite_port, vite_version = start_vite(site, vite_dir)
                 (site / PLUGIN_FOLDER).mkdir(exist_ok=True)
-                for path in cache.glob(f"{HIT_KEY}.*"):  # the key the watcher asks for is there too
-                    shutil.copy(path, site / PLUGIN_FOLDER)
+                for key in (HIT_KEY, SMALL_KEY, LARGE_KEY):  # what the checks and GETs ask Vite for too
+                    for path in cache.glob(f"{key}.*"):
+                        shutil.copy(path, site / PLUGIN_FOLDER)
             await websocket_figures(port, n // 4)  # warm up both
             await websocket_figures(ref_port, n // 4)
-            ours, theirs = [], []
-            for _ in range(rounds):  # alternated, so both see the same moments of a noisy machine
+            ours, theirs, vites = [], [], []
+            for _ in range(rounds):  # alternated, so all see the same moments of a noisy machine
                 Clock.server_pid = ref.pid
                 theirs.append(await websocket_figures(ref_port, n))
+                if vite_proc:
+                    Clock.server_pid = vite_proc.pid
+                    vites.append(await websocket_figures(vite_port, n))
                 Clock.server_pid = proc.pid
                 ours.append(await websocket_figures(port, n))
             print(f"narrator serve on 127.0.0.1, {os.cpu_count()} cores; medians of {rounds} rounds; reference: the "
-                  "`websockets` library's server with the same handler, alternated with ours; targets: the "
-                  "issue's Vite 5.4 figures")
+                  "`websockets` library's server with the same handler, alternated with ours; Vite: "
+                  + (f"Vite {vite_version} with tests/interop's stand-in plugin, alternated with ours" if vite_proc
+                     else "the issue's Vite 5.4 figures (no --vite-dir)"))
             print("check-audio (present key)")
             for metric, label, vite, goal, clock in (
                     ("p50", "round trip p50 / p99, 1 connection", VITE["p50_ms"], "", 0),
                     ("rate1", "req/s, 1 connection, 64 in flight", VITE["one_conn"], ">=1.5x", 1),
                     ("rate16", "req/s, 16 connections, 4 in flight each", VITE["sixteen"], ">=1.5x", 2)):
                 mine, ref_value = median_of(ours, lambda f: f[metric]), median_of(theirs, lambda f: f[metric])
+                if vites:
+                    vite = median_of(vites, lambda f: f[metric])[metric]
                 if metric == "p50":
                     row(label, f"{mine['p50']:.3f} / {mine['p99']:.3f} ms",
-                        f"ref {ref_value['p50']:.3f} ms; Vite {vite} ms (no slower)", mine["clocks"][clock])
+                        f"ref {ref_value['p50']:.3f} ms; Vite {vite:.3f} ms (no slower)", mine["clocks"][clock])
                 else:
                     row(label, f"{mine[metric]:,.0f}", f"ref {mine[metric] / ref_value[metric]:.2f}x; "
                         f"Vite {mine[metric] / vite:.2f}x ({goal})", mine["clocks"][clock])
@@ -313,8 +325,14 @@ async def main(quick: bool, rounds: int, vite_dir: Path | None) -> None:
                     ("40 KB, 1 keep-alive connection", small, 1, n, VITE["get40k_1"]),
                     ("40 KB, 16 connections", small, 16, n // 4, VITE["get40k_16"]),
                     ("1 MiB, 16 connections", large, 16, n // 20, VITE["get1m_16"])):
-                rate, clock = median_of([await http_get(port, name, conns, count) for _ in range(rounds)],
-                                        lambda r: r[0])
+                runs, vite_runs = [], []
+                for _ in range(rounds):
+                    if vite_proc:  # Vite serves the plugin's folder from its root, as the editor fetches it
+                        vite_runs.append(await http_get(vite_port, name, conns, count, f"/{PLUGIN_FOLDER}/"))
+                    runs.append(await http_get(port, name, conns, count))
+                rate, clock = median_of(runs, lambda r: r[0])
+                if vite_runs:
+                    vite = median_of(vite_runs, lambda r: r[0])[0]
                 goal = ">=1.5x" if "40 KB" in label else ">=1x"
                 row(label, f"{rate:,.0f} req/s", f"Vite {rate / vite:.2f}x ({goal})", clock)
         finally:
@@ -330,8 +348,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per figure; the median is printed")
-    parser.add_argument("--vite-dir", type=Path, metavar="DIR", help="time uploads against Vite 5.4 too, in the same "
-                        "run: DIR holds node_modules/vite (`npm install vite@5.4` there)")
+    parser.add_argument("--vite-dir", type=Path, metavar="DIR", help="time everything against Vite 5.4 too, in the "
+                        "same run: DIR holds node_modules/vite (`npm install vite@5.4` there)")
     parser.add_argument("--reference-server", metavar="CACHE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_server:
