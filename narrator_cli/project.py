@@ -13,13 +13,14 @@ from .errors import UsageError
 TEMPLATE: list[tuple[str, str, object]] = [
     ("provider", "Speech provider: elevenlabs, espeak (offline) or mock (silent, for timing).", "espeak"),
     ("voice", "Voice id. For elevenlabs, the voice id from your ElevenLabs voice library.", "en"),
-    ("audio_path", "Cache folder, relative to this file. Same layout as the Motion Canvas narrator plugin.",
-     "audio-cache"),
+    ("audio_path", "Cache folder, relative to this file. Same layout as the Motion Canvas narrator plugin, whose "
+     "own default is narrator-cache: point both at one folder.", "audio-cache"),
     ("concurrency", "Provider calls at once in a batch.", 4),
 ]
 FOOTER = """
 # Optional:
 # model = "eleven_flash_v2_5"        # model id (elevenlabs), "120" words per minute (mock)
+# format = "mp3"                     # espeak and mock: mp3 (what the Motion Canvas plugin finds) or wav
 # server = "ws://127.0.0.1:8790"     # a team cache started with `narrator serve`
 #
 # [elevenlabs]
