@@ -1,8 +1,10 @@
 """The cache-key algorithm of motion-canvas-narrator, the only place that knows it.
 
-A key is Java's ``String.hashCode`` over the UTF-16 code units of
-``text-voiceId-modelId``, absolute value, 8 hex digits. Matching it exactly is
-what lets a cache filled here be hit by a Motion Canvas project and back.
+A key is Java's ``String.hashCode`` over the UTF-16 code units of ``text`` and
+the provider's key parameters joined with ``-`` (``text-voiceId-modelId`` for
+most; which parameters each Motion Canvas factory uses is in ``motion_canvas``),
+absolute value, 8 hex digits. Matching it exactly is what lets a cache filled
+here be hit by a Motion Canvas project and back.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import re
 KEY_RE = re.compile(r"[0-9a-f]{8}")
 
 
-def cache_key(text: str, voice_id: str, model_id: str) -> str:
-    content = f"{text}-{voice_id}-{model_id}".encode("utf-16-le", "surrogatepass")
+def cache_key(text: str, *params: str) -> str:
+    """The key of ``text`` spoken with these parameters, e.g. ``cache_key(text, voice_id, model_id)``."""
+    content = "-".join((text, *params)).encode("utf-16-le", "surrogatepass")
     h = 0
     for i in range(0, len(content), 2):
         h = (h * 31 + content[i] + (content[i + 1] << 8)) & 0xFFFFFFFF

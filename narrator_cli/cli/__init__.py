@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "cleanup": "cache",
     "init": "cache",
     "serve": "serve",
+    "scan": "project",
+    "sync": "sync",
 }
 
 
