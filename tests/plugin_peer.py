@@ -39,9 +39,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-SUBPROTOCOL = "vite-hmr"
-DEFAULT_AUDIO_PATH = "narrator-cache"  # the plugin's default, relative to Vite's working directory
-DEFAULT_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "audio/mp3")
+from narrator_cli.motion_canvas import PLUGIN_FOLDER as DEFAULT_AUDIO_PATH
+from narrator_cli.motion_canvas import PLUGIN_MIME_TYPES as DEFAULT_TYPES
+from narrator_cli.protocol import SUBPROTOCOL
 EXTENSIONS = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/ogg": "ogg", "audio/webm": "webm"}
 INDEX_HTML = b"<!doctype html><html><head><title>vite</title></head><body></body></html>\n"
 MAX_MESSAGE = 100 * 2**20  # the ws library's default maxPayload, which Vite keeps

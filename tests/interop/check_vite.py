@@ -30,8 +30,9 @@ sys.path.insert(0, str(HERE.parent))  # audio_fixtures, fake_elevenlabs
 from audio_fixtures import make_mp3, make_wav
 from fake_elevenlabs import FakeElevenLabs
 
+from narrator_cli.motion_canvas import PLUGIN_FOLDER  # where the plugin (and the stand-in) keeps entries
+
 CLI = [sys.executable, "-c", "from narrator_cli.cli import main; main()"]
-PLUGIN_FOLDER = "narrator-cache"  # where the plugin (and the stand-in) keeps entries, under Vite's working directory
 
 
 def free_port() -> int:
