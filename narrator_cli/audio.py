@@ -18,6 +18,18 @@ SUFFIX_MIME = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", "
                ".opus": "audio/ogg", ".webm": "audio/webm"}  # what a file's name says it holds
 
 
+def sniff_mime(head: bytes) -> str | None:
+    """The audio type the first bytes of a file announce (RIFF/WAVE, OggS, an ID3 tag or an MPEG frame sync),
+    or None. Only a hint: ``measure_duration`` still checks the whole file parses as that type."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[:4] == b"OggS":
+        return "audio/ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "audio/mpeg"
+    return None
+
+
 def normalise_mime(mime: str) -> str:
     base = mime.split(";", 1)[0].strip().lower()
     return MIME_ALIASES.get(base, base)

@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 
 from .errors import Interrupted, NarratorError, ProviderAuthError, ProviderUnreachable, UsageError
 from .keys import cache_key
-from .store import Entry, Store
+from .store import Entry, Store, meta_holds
 
 
 class Line(NamedTuple):
@@ -21,6 +21,7 @@ class Line(NamedTuple):
     voice_id: str
     model_id: str
     key: str
+    fmt: str | None = None  # the audio format, when the provider keys lines with it (MiniMax); else None
 
 
 class Result(NamedTuple):
@@ -39,6 +40,8 @@ class Result(NamedTuple):
             "provider": provider,
             "status": self.status,
         }
+        if self.line.fmt:
+            d["format"] = self.line.fmt
         if self.entry:
             d.update(duration=self.entry.duration, path=str(self.entry.path),
                      mimeType=self.entry.meta.get("mimeType"), fileSize=self.entry.size)
@@ -57,10 +60,12 @@ def check_text(text: str) -> str:
     return text
 
 
-def plan(texts: list[str], voice_id: str, model_id: str) -> list[Line]:
+def plan(texts: list[str], voice_id: str, model_id: str, fmt: str | None = None) -> list[Line]:
+    """Lines keyed as the plugin keys them: ``fmt`` is a third key parameter when given (``key_params``)."""
     if not texts:
         raise UsageError("nothing to speak: give TEXT or --file")
-    return [Line(t, voice_id, model_id, cache_key(t, voice_id, model_id)) for t in map(check_text, texts)]
+    params = (voice_id, model_id) if fmt is None else (voice_id, model_id, fmt)
+    return [Line(t, voice_id, model_id, cache_key(t, *params), fmt) for t in map(check_text, texts)]
 
 
 def lookup(store: Store, line: Line) -> tuple[Entry | None, str | None]:
@@ -68,7 +73,7 @@ def lookup(store: Store, line: Line) -> tuple[Entry | None, str | None]:
     entry = store.get(line.key)
     if entry is None:
         return None, None
-    if not entry.holds(line.text, line.voice_id, line.model_id):
+    if not meta_holds(entry.meta, line.text, line.voice_id, line.model_id, line.fmt):
         other = str(entry.meta.get("text", ""))[:40]
         return None, f"key {line.key} holds another line ({other!r}); regenerating"
     return entry, None
@@ -161,10 +166,11 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             if provider is None:
                 with provider_lock:
                     provider = provider or make_provider()
-            synth = provider.synthesize(line.text, line.voice_id, line.model_id)  # type: ignore[attr-defined]
+            args = (line.text, line.voice_id, line.model_id) + ((line.fmt,) if line.fmt else ())
+            synth = provider.synthesize(*args)  # type: ignore[attr-defined]
             duration = measure_duration(synth.audio, synth.mime)
             meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
-                    "provider": provider_name, **synth.extra}
+                    **({"format": line.fmt} if line.fmt else {}), "provider": provider_name, **synth.extra}
             entry = store.put(line.key, synth.audio, synth.mime, duration, meta)
         except (UsageError, ProviderAuthError, ProviderUnreachable):  # every further line would fail too
             raise

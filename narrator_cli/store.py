@@ -91,16 +91,18 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def meta_holds(meta: dict, text: str, voice_id: str, model_id: str) -> bool:
+def meta_holds(meta: dict, text: str, voice_id: str, model_id: str, fmt: str | None = None) -> bool:
     """False when metadata records another line under this key (keys collide).
 
     Entries written by the Motion Canvas plugin record no text; they are
-    trusted on voice and model, as that plugin trusts them.
+    trusted on voice and model, as that plugin trusts them. ``fmt``: the
+    format a line is keyed with (MiniMax), checked when the entry records one.
     """
     return (
         meta.get("text", text) == text
         and meta.get("voiceId", voice_id) == voice_id
         and meta.get("modelId", model_id) == model_id
+        and (fmt is None or meta.get("format", fmt) == fmt)
     )
 
 

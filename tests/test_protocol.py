@@ -95,7 +95,6 @@ def test_server_measures_duration_and_owns_its_fields(handler):
     ({"data": 5}, "data URL"),
     ({"data": "data:audio/mpeg;base64,"}, "empty"),
     ({"data": "data:audio/mpeg;base64," + base64.b64encode(b"\xff\xfb" + os.urandom(3000)).decode()}, "not valid"),
-    ({"data": data_url(make_wav(1))}, "not valid audio/mpeg"),
     ({"data": data_url(bytes((1 << 20) + 1))}, "larger than"),
     ({"metadata": [1]}, "metadata"),
 ])

@@ -115,10 +115,9 @@ def read_script(path: Path) -> list[str]:
 
 def texts_to_lines(settings: Any, texts: list[str]) -> list:
     from .. import resolve as core
-    from ..providers import key_params
+    from ..providers import line_params
 
-    voice_id, model_id = key_params(settings.provider, settings.get("voice"), settings.get("model"))
-    return core.plan(texts, voice_id, model_id)
+    return core.plan(texts, *line_params(settings))
 
 
 class Progress:

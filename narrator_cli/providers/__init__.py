@@ -10,17 +10,19 @@ under another key.
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import UsageError
 
-NAMES = {"elevenlabs": "elevenlabs", "espeak": "espeak", "mock": "mock"}
+NAMES = {"elevenlabs": "elevenlabs", "espeak": "espeak", "minimax": "minimax", "mock": "mock"}
 DEFAULTS = {  # provider -> (default voice, default model): key parameters without an import
     "elevenlabs": (None, "eleven_flash_v2_5"),
     "espeak": ("en", "espeak-ng"),
+    "minimax": (None, "speech-2.6-turbo"),  # motion_canvas.MINIMAX_MODEL
     "mock": ("mock", "120"),
 }
 FORMATS = ("mp3", "wav")  # what the offline voices write; MP3 is what the Motion Canvas plugin looks for
+FORMAT_KEYED = {"minimax"}  # providers whose key has the format as a third parameter (motion_canvas.FACTORIES)
 
 
 class Synthesis(NamedTuple):
@@ -32,7 +34,8 @@ class Synthesis(NamedTuple):
 class Provider(Protocol):
     name: str
 
-    def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis: ...
+    def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis:
+        """A provider in ``FORMAT_KEYED`` also takes the line's format as a fourth argument."""
 
     def cancel(self) -> None:
         """Ctrl-C: start no new request (nor retry) after this; a retry waiting in backoff gives up at once."""
@@ -40,9 +43,17 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
-def key_params(provider: str, voice: str | None, model: str | None) -> tuple[str, str]:
-    """The (voiceId, modelId) pair a line is keyed with, defaults filled in; UsageError for one the provider
-    cannot honour (``None`` means unset, an empty string is a mistake)."""
+def line_params(settings: Any) -> tuple[str, ...]:
+    """What ``key_params`` takes, from resolved settings (``[PROVIDER] format`` before ``format``)."""
+    provider = settings.provider
+    fmt = settings.get(f"{provider}.format") or settings.get("format")
+    return key_params(provider, settings.get("voice"), settings.get("model"), fmt)
+
+
+def key_params(provider: str, voice: str | None, model: str | None, fmt: object = None) -> tuple[str, ...]:
+    """The key parameters of a line, defaults filled in: (voiceId, modelId), plus the format for a provider
+    in ``FORMAT_KEYED`` (the plugin keys MiniMax lines with it); UsageError for one the provider cannot honour
+    (``None`` means unset, an empty string is a mistake)."""
     if provider not in DEFAULTS:
         raise UsageError(f"unknown provider {provider!r} (choose from {', '.join(sorted(NAMES))})")
     default_voice, default_model = DEFAULTS[provider]
@@ -65,7 +76,22 @@ def key_params(provider: str, voice: str | None, model: str | None) -> tuple[str
     if not model.strip():
         raise UsageError(f"empty model: give the {provider} provider a model id (e.g. {default_model}) "
                          "or leave --model unset")
+    if provider in FORMAT_KEYED:
+        return voice, model, minimax_format(fmt)
     return voice, model
+
+
+def minimax_format(value: object) -> str:
+    """MiniMax's audio format (MP3 unless set). It can also make FLAC, which the cache does not store
+    (nor play in the editor): refused rather than kept under a name that lies."""
+    if value is None:
+        return "mp3"
+    if value == "flac":
+        raise UsageError("the minimax format 'flac' is not supported: the cache stores mp3 and wav "
+                         "(the Motion Canvas plugin finds only mp3)")
+    if value not in FORMATS:
+        raise UsageError(f"unknown audio format {value!r} for minimax (choose from {', '.join(FORMATS)})")
+    return str(value)
 
 
 def _printable(text: str) -> bool:
