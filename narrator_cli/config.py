@@ -2,7 +2,10 @@
 
 Highest first: command-line options, environment variables, the nearest
 ``narrator.toml`` from the current folder upwards (paths relative to that
-file's folder), the user config file, built-in defaults. Secrets (API keys,
+file's folder), the user config file, built-in defaults. The cache folder has
+one more project-level source, below narrator.toml and above the user config:
+the folder the project's Motion Canvas narrator plugin serves (its vite.config),
+read only when nothing above sets ``audio_path``. Secrets (API keys,
 tokens) are read from the environment and the user config only: a project
 file is committed, so one that holds a secret is refused.
 """
@@ -17,7 +20,7 @@ from .errors import UsageError
 
 PROJECT_FILE = "narrator.toml"
 USER_FILE = "config.toml"
-SECRETS = {"api_key", "token", "elevenlabs.api_key"}
+SECRETS = {"api_key", "token", "elevenlabs.api_key", "minimax.api_key"}
 # setting -> (type, environment variable)
 FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "provider": (str, "NARRATOR_PROVIDER"),
@@ -38,17 +41,32 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "elevenlabs.output_format": (str, "NARRATOR_ELEVENLABS_OUTPUT_FORMAT"),
     "elevenlabs.timeout": ((int, float), "NARRATOR_ELEVENLABS_TIMEOUT"),
     "elevenlabs.retries": (int, "NARRATOR_ELEVENLABS_RETRIES"),
+    "minimax.api_key": (str, "MINIMAX_API_KEY"),
+    "minimax.endpoint": (str, "NARRATOR_MINIMAX_ENDPOINT"),
+    "minimax.format": (str, "NARRATOR_MINIMAX_FORMAT"),
+    "minimax.timeout": ((int, float), "NARRATOR_MINIMAX_TIMEOUT"),
+    "minimax.retries": (int, "NARRATOR_MINIMAX_RETRIES"),
 }
 ALIASES = {"api_key": "elevenlabs.api_key"}
 CHOICES = {"provider": "NAMES", "format": "FORMATS"}  # settings whose values the providers package lists
+NARRATORS = "narrators"  # [narrators.NAME]: options of a Motion Canvas narrator that its source does not give
+SECRET_OPTIONS = {"apikey", "api_key", "token"}  # never in a [narrators.NAME] table, in any file
 DEFAULTS: dict[str, object] = {"provider": "espeak", "audio_path": "audio-cache", "concurrency": 4}
 
 
 class Settings:
-    def __init__(self, values: dict[str, object], project_file: Path | None, base_dir: Path) -> None:
+    def __init__(self, values: dict[str, object], project_file: Path | None, base_dir: Path,
+                 editor: object = None, warnings: list[str] | None = None) -> None:
         self.values = values
         self.project_file = project_file
         self.base_dir = base_dir  # audio_path is relative to this
+        self.editor = editor  # project.vite.EditorFolder when the cache folder came from vite.config
+        self.warnings = warnings or []  # for the command to print (the core never prints)
+
+    @property
+    def narrators(self) -> dict[str, dict]:
+        """``[narrators.NAME]`` tables: NAME -> {option: value}."""
+        return self.values.get(NARRATORS) or {}  # type: ignore[return-value]
 
     def get(self, name: str, default: object = None) -> object:
         return self.values.get(name, default)
@@ -96,19 +114,57 @@ def load(options: dict[str, object] | None = None, cwd: Path | None = None) -> S
     elif os.environ.get("NARRATOR_CONFIG"):
         raise UsageError(f"NARRATOR_CONFIG names {user}, which is not a file")
     project = find_project_file(cwd)
+    folder_set = False  # by a source above the editor's folder
     if project:
-        values.update(read_file(project, allow_secrets=False))
+        from_project = read_file(project, allow_secrets=False)
+        values.update(from_project)
         base_dir = project.parent
+        folder_set = "audio_path" in from_project
     for name, (kind, env) in FIELDS.items():
         raw = os.environ.get(env) if env else None
         if raw not in (None, ""):
             values[name] = _coerce(name, raw, kind, env)
+            folder_set = folder_set or name == "audio_path"
     if options and options.get("audio_path") is not None:
         base_dir = cwd  # a path typed on the command line is relative to where it was typed
+        folder_set = True
     for name, value in (options or {}).items():
         if value is not None:
             values[name] = value
-    return Settings(values, project, base_dir)
+    editor, warnings = None, []
+    if not folder_set:
+        editor, warning = editor_folder(cwd)
+        if editor is not None:
+            values["audio_path"] = editor.folder
+            base_dir = project_root(cwd)
+        if warning:
+            warnings.append(warning)
+    return Settings(values, project, base_dir, editor, warnings)
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest folder upwards with package.json or narrator.toml: a project's root."""
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        if (folder / "package.json").is_file() or (folder / PROJECT_FILE).is_file():
+            return folder
+    return None
+
+
+def editor_folder(cwd: Path) -> tuple[object, str | None]:
+    """The folder the project's Motion Canvas narrator plugin serves (``EditorFolder`` or None), and a warning
+    when its vite.config does not say it as a literal. Parses only when the project has a vite.config."""
+    root = project_root(cwd)
+    if root is None:
+        return None, None
+    from .project import vite
+
+    if vite.find_config(root) is None:
+        return None, None
+    found = vite.editor_folder(root)
+    if found is None or found.folder is None:
+        return None, found.warning if found else None
+    return found, None
 
 
 def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
@@ -124,6 +180,8 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     flat: dict[str, object] = {}
+    if NARRATORS in data:
+        flat[NARRATORS] = _narrator_tables(path, data.pop(NARRATORS))
     for key, value in data.items():
         if isinstance(value, dict):
             for sub, subvalue in value.items():
@@ -131,6 +189,8 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
         else:
             flat[ALIASES.get(key, key)] = value
     for name, value in flat.items():
+        if name == NARRATORS:
+            continue
         if name not in FIELDS:
             raise UsageError(f"{path}: unknown setting {name!r}")
         if name in SECRETS and not allow_secrets:
@@ -146,6 +206,20 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
     for name in CHOICES.keys() & flat.keys():
         _check_choice(name, str(flat[name]), f"{path}: {name!r}")
     return flat
+
+
+def _narrator_tables(path: Path, tables: object) -> dict[str, dict]:
+    """``[narrators.NAME]`` tables: options (strings and numbers) of the narrator a scene file creates as NAME."""
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise UsageError(f"{path}: 'narrators' must hold tables such as [narrators.narrator]")
+    for name, options in tables.items():
+        for option, value in options.items():
+            if option.lower() in SECRET_OPTIONS:
+                raise UsageError(f"{path}: {option!r} in [narrators.{name}] is a secret and does not belong in a "
+                                 f"config file; the editor reads it from its own environment")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise UsageError(f"{path}: [narrators.{name}] {option!r} must be a string or a number, got {value!r}")
+    return tables
 
 
 def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> object:

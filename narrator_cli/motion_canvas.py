@@ -87,6 +87,19 @@ FACTORIES: dict[str, Factory] = {
     "createFileNarrator": Factory("file", lambda o: ["file", js_string(_or(o.get("audioDirectory"), "default"))]),
 }
 
+# The options each factory's key parameters are read from (the lambdas above; src/factories.ts passes the
+# factory's config to its provider, whose constructor reads these names): what `narrator scan` must know.
+KEY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "createElevenLabsNarrator": ("voiceId", "modelId"),
+    "createMinimaxNarrator": ("voiceId", "model", "format"),
+    "createMockNarrator": ("wordsPerMinute",),
+    "createFileNarrator": ("audioDirectory",),
+}
+# The narrator's method that speaks a line (src/Narrator.ts: `speak(text | NarrationOptions, ...)`, where
+# NarrationOptions holds the line as `text`).
+SPEAK_METHOD = "speak"
+SPEAK_TEXT_OPTION = "text"
+
 # MinimaxProvider's defaults for the request (the key uses only voiceId, model and format).
 MINIMAX_ENDPOINT = "https://api.minimaxi.com/v1/t2a_v2"
 MINIMAX_MODEL = "speech-2.6-turbo"

@@ -148,14 +148,23 @@ def init(force: Annotated[bool, typer.Option("--force", help="Overwrite an exist
 
     Example: narrator init --force
     """
-    from ..config import PROJECT_FILE
-    from ..project import write_project_file
+    import os
+
+    from ..config import PROJECT_FILE, editor_folder
+    from ..project.template import write_project_file
 
     target = Path.cwd() / PROJECT_FILE
     try:
-        write_project_file(target, force)
+        found, warning = editor_folder(Path.cwd())  # the project's vite.config: the folder its editor uses
+        if warning:
+            warn(warning)
+        folder = config_name = None
+        if found is not None:
+            folder = Path(os.path.relpath(found.config.parent / found.folder, Path.cwd())).as_posix()
+            config_name = Path(os.path.relpath(found.config, Path.cwd())).as_posix()
+        write_project_file(target, force, folder, config_name)
     except NarratorError as exc:
         raise fail(exc) from None
-    print(f"wrote {target}")
+    print(f"wrote {target}" + (f" (audio_path {folder!r} from {config_name})" if folder else ""))
 
 

@@ -52,6 +52,9 @@ def speak(
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
     audio_path: PathOpt = None,
+    scan: Annotated[bool, typer.Option("--scan", help="Speak the lines of the Motion Canvas project at TEXT (a "
+                                       "folder or file; default: the project root), each with its own narrator.")
+                    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Speak lines: from this run, the cache, the team server, or the provider; print key, status, duration, file.
@@ -62,6 +65,13 @@ def speak(
     """
     from .. import resolve as core
 
+    if scan:
+        from .project import scan_target, speak_scanned
+
+        speak_scanned(scan_target(text, file=file, provider=provider, voice=voice, model=model,
+                                  format=audio_format, out=out), force, concurrency, no_server, as_json,
+                      audio_path=audio_path, server=server, token=token)
+        return
     progress = None
     done: list = []
     try:

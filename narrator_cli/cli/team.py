@@ -42,6 +42,9 @@ def check(
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
     audio_path: PathOpt = None,
+    scan: Annotated[bool, typer.Option("--scan", help="Check the lines of the Motion Canvas project at TEXT (a "
+                                       "folder or file; default: the project root); exit 1 names each missing "
+                                       "one as file:line.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Is every narration cached? Locally, and on the server when there is one. Exit 0 yes, 1 no, 2 error.
@@ -51,6 +54,12 @@ def check(
     from ..resolve import lookup
     from ..store import check_key, meta_holds
 
+    if scan:
+        from .project import check_scanned, scan_target
+
+        check_scanned(scan_target(text, file=file, key=key, provider=provider, voice=voice, model=model),
+                      no_server, as_json, audio_path=audio_path, server=server, token=token)
+        return
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
                                 token=token)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tomli_w
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TEMPLATE: list[tuple[str, str, object]] = [
     ("provider", "Speech provider: elevenlabs, espeak (offline) or mock (silent, for timing).", "espeak"),
@@ -31,20 +31,26 @@ FOOTER = """
 """
 
 
-def render() -> str:
+def render(editor_folder: str | None = None, vite_config: str | None = None) -> str:
+    """The file's text; ``editor_folder``: the folder the project's Vite plugin serves, named in ``vite_config``."""
     parts = ["# narrator project settings. Command-line options and NARRATOR_* variables override them.\n"]
     for key, comment, value in TEMPLATE:
+        if key == "audio_path" and editor_folder is not None:
+            comment = (f"Cache folder, relative to this file: the folder the Motion Canvas narrator plugin serves, "
+                       f"from {vite_config} (motionCanvasNarratorPlugin), so the editor and narrator share it.")
+            value = editor_folder
         parts.append(f"\n# {comment}\n{tomli_w.dumps({key: value})}")
     return "".join(parts) + FOOTER
 
 
-def write_project_file(target: Path, force: bool) -> None:
+def write_project_file(target: Path, force: bool, editor_folder: str | None = None,
+                       vite_config: str | None = None) -> None:
     if target.exists() and not force:
         raise UsageError(f"{target} already exists (use --force to overwrite)")
     fd, tmp = tempfile.mkstemp(prefix=".narrator-", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render())
+            fh.write(render(editor_folder, vite_config))
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
