@@ -444,3 +444,38 @@ class Client:
                                     "is it a narrator server?")
         return body
 
+
+    def index(self, after: str | None = None, etag: str | None = None) -> dict | None:
+        """``GET /__narrator-index`` (what changed after the cursor ``after``); None when it is unchanged
+        since ``etag`` (304). The body gains ``etag``. NoIndex when the server cannot list (the Motion Canvas
+        plugin: 404 or Vite's index.html); ServerUnavailable when it cannot be reached or refuses the token."""
+        import httpx
+
+        if self._http is None:
+            headers = {"X-Narrator-Token": self.token} if self.token else {}
+            self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
+                                      follow_redirects=False)
+        try:
+            response = self._http.get(protocol.INDEX_PATH, params={"after": after} if after else None,
+                                      headers={"If-None-Match": etag} if etag else None)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
+        if response.status_code == 304:
+            return None
+        if response.status_code == 401:
+            raise ServerUnavailable(f"the server at {self.url} refused the token")
+        body = None
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError):
+                body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("entries"), list) \
+                or not isinstance(body.get("removed"), list):
+            if response.status_code in (200, 404):
+                raise NoIndex(f"the server at {self.url} cannot list its entries (only narrator serve can)")
+            raise ServerUnavailable(f"{self.url} answered {protocol.INDEX_PATH} with HTTP {response.status_code}")
+        body["etag"] = response.headers.get("etag")
+        return body
+
+
+class NoIndex(NarratorError):
+    """The server has no ``/__narrator-index`` (the Motion Canvas plugin under Vite)."""

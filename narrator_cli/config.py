@@ -95,6 +95,16 @@ def user_config_path() -> Path:
     return Path(user_config_dir("narrator", appauthor=False)) / USER_FILE
 
 
+def user_cache_path() -> Path:
+    """The user's cache folder for narrator (not the audio cache: small files that save work)."""
+    if sys.platform == "linux":  # what platformdirs answers there, without its import
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        return Path(xdg if xdg else os.path.expanduser("~/.cache")) / "narrator"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("narrator", appauthor=False))
+
+
 def find_project_file(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         candidate = folder / PROJECT_FILE
@@ -159,9 +169,7 @@ def editor_folder(cwd: Path) -> tuple[object, str | None]:
         return None, None
     from .project import vite
 
-    if vite.find_config(root) is None:
-        return None, None
-    found = vite.editor_folder(root)
+    found = vite.remembered_editor_folder(root, user_cache_path() / "editor-folders.json")
     if found is None or found.folder is None:
         return None, found.warning if found else None
     return found, None

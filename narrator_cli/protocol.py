@@ -14,13 +14,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from . import __version__
 from .audio import MIME_ALIASES  # the plugin accepts audio/mp3 too; we store the standard name
 from .keys import is_key
-from .store import MIME_EXT, Entry, Staged, Store
+from .store import META_SUFFIX, MIME_EXT, Entry, Staged, Store
 
 SUBPROTOCOL = "vite-hmr"
 AUDIO_PREFIX = "/__narrator-audio/"
@@ -141,6 +141,109 @@ def file_path(entry: Entry) -> str:
     return AUDIO_PREFIX + entry.path.name
 
 
+INDEX_PATH = "/__narrator-index"
+MAX_TOMBSTONES = 50_000  # removals remembered; a cursor older than the oldest one forgotten gets the whole listing
+CACHED_LISTINGS = 64  # delta bodies kept per version of the index (one per client cursor, at most)
+
+
+def _is_meta_name(name: str) -> bool:
+    return len(name) == 8 + len(META_SUFFIX) and name.endswith(META_SUFFIX) and is_key(name[:8])
+
+
+class Changes:
+    """The index's change log, for ``GET /__narrator-index?after=CURSOR``.
+
+    Every add, rewrite and removal gets the next sequence number; the log keeps one
+    position per key (its latest change), in sequence order, so a delta is read from
+    the end backwards. A cursor is ``{instance}.{seq}``: the instance id is new at
+    every start, so a restarted server's cursors are recognisably stale and the
+    client is sent everything. Removals stay as tombstones (bounded: when the oldest
+    goes, cursors before it are stale too). Bodies are JSON made once per version
+    (one fragment per entry, cached by its metadata object) and served by ETag.
+    """
+
+    def __init__(self) -> None:
+        self.instance = os.urandom(6).hex()
+        self.seq = 0
+        self.floor = 0  # a cursor below this may have missed a forgotten removal
+        self._log: dict[str, int] = {}  # key -> seq of its latest change, oldest first
+        self._tombs: dict[str, int] = {}  # removed key -> seq, oldest first
+        self._frags: dict[str, tuple[dict, str]] = {}  # key -> (metadata, its JSON fragment)
+        self._bodies: dict[str | None, bytes] = {}  # after -> body, for the current seq
+        self._bodies_seq = -1
+
+    @property
+    def cursor(self) -> str:
+        return f"{self.instance}.{self.seq}"
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.instance}-{self.seq}"'
+
+    def mark(self, key: str, entry: Entry | None) -> None:
+        """Record that ``key`` was added or rewritten (``entry``) or removed (None)."""
+        self.seq += 1
+        self._log.pop(key, None)
+        self._log[key] = self.seq
+        self._tombs.pop(key, None)
+        if entry is None:
+            self._frags.pop(key, None)
+            self._tombs[key] = self.seq
+            if len(self._tombs) > MAX_TOMBSTONES:
+                old = next(iter(self._tombs))
+                self.floor = self._tombs.pop(old)
+                self._log.pop(old, None)
+
+    def after(self, cursor: str | None) -> int | None:
+        """The sequence number a cursor of this instance stands for; None: list everything."""
+        if not cursor or "." not in cursor:
+            return None
+        instance, _, seq = cursor.partition(".")
+        if instance != self.instance or not seq.isdigit() or not self.floor <= int(seq) <= self.seq:
+            return None
+        return int(seq)
+
+    def listing(self, cursor: str | None, entries: dict[str, Entry]) -> tuple[str, bytes]:
+        """(ETag, body): ``{"server", "instance", "cursor", "full", "entries": [...], "removed": [...]}``.
+
+        Each of ``entries`` is shaped as an audio-exists reply's data (``cacheKey, filePath, duration,
+        metadata``), so a client downloads it as it would a checked key. ``full``: everything is listed,
+        and a client should drop what it believed about keys not in it."""
+        since = self.after(cursor)
+        if self._bodies_seq != self.seq:
+            self._bodies, self._bodies_seq = {}, self.seq
+        body = self._bodies.get(cursor if since is not None else None)
+        if body is None:
+            if since is None:
+                keys: list[str] = list(entries)
+                removed: list[str] = []
+            else:
+                changed = []
+                for key in reversed(self._log):
+                    if self._log[key] <= since:
+                        break
+                    changed.append(key)
+                changed.reverse()
+                keys = [k for k in changed if k in entries]
+                removed = [k for k in changed if k not in entries]
+            frags = ",".join(self._fragment(entries[k]) for k in keys)
+            head = json.dumps({"server": SERVER_NAME, "instance": self.instance, "cursor": self.cursor,
+                               "full": since is None, "removed": removed})
+            body = f'{head[:-1]},"entries":[{frags}]}}'.encode()
+            if len(self._bodies) >= CACHED_LISTINGS:
+                self._bodies.clear()
+            self._bodies[cursor if since is not None else None] = body
+        return self.etag, body
+
+    def _fragment(self, entry: Entry) -> str:
+        cached = self._frags.get(entry.key)
+        if cached is None or cached[0] is not entry.meta:
+            cached = self._frags[entry.key] = (entry.meta, json.dumps(
+                {"cacheKey": entry.key, "filePath": file_path(entry), "duration": entry.duration,
+                 "metadata": entry.meta}, ensure_ascii=False, separators=(",", ":")))
+        return cached[1]
+
+
 class Index:
     """What a check needs, in memory: key -> entry, with last use, kept in step with the store.
 
@@ -154,27 +257,59 @@ class Index:
         self.store = store
         self.entries: dict[str, Entry] = {}
         self._used: dict[str, float] = {}  # key -> a use newer than its entry's mtime, not yet on disk
+        self.changes = Changes()
         self.reload()
 
     def reload(self) -> None:
         self._seen = self._folder_stamp()
-        self.entries = {e.key: e for e in self.store.scan().entries}
+        old, self.entries = self.entries, {e.key: e for e in self.store.scan().entries}
+        self._inodes = self._meta_inodes()
         self._used = {k: t for k, t in list(self._used.items()) if k in self.entries}
+        for key in old.keys() - self.entries.keys():
+            self.changes.mark(key, None)
+        for key, entry in self.entries.items():
+            if key not in old or old[key].meta != entry.meta:
+                self.changes.mark(key, entry)
 
     def sync(self) -> None:
         """Catch up with other writers of the folder (a ``narrator speak``, the Vite plugin)
-        before counting or evicting; only the new entries are read."""
+        before counting, evicting or listing; only the new and rewritten entries are read
+        (a rewrite renames a new metadata file in: its inode, free from the listing, changes)."""
         stamp = self._folder_stamp()
         if stamp == self._seen:
             return
         self._seen = stamp
-        keys = self.store.keys()
-        for key in self.entries.keys() - keys:
+        inodes = self._meta_inodes()
+        for key in self.entries.keys() - inodes.keys():
             del self.entries[key]
-        for key in keys - self.entries.keys():
-            entry = self.store.get(key)
-            if entry is not None:
-                self.entries[key] = entry
+            self.changes.mark(key, None)
+        for key, inode in inodes.items():
+            if key not in self.entries or self._inodes.get(key) != inode:
+                entry = self.store.get(key)
+                known = self.entries.get(key)
+                if entry is not None:
+                    self.entries[key] = entry
+                    if known is None or known.meta != entry.meta:
+                        self.changes.mark(key, entry)
+                elif known is not None:
+                    del self.entries[key]
+                    self.changes.mark(key, None)
+        self._inodes = inodes
+
+    def _meta_inodes(self) -> dict[str, int]:
+        """key -> inode of its metadata file, from one listing (no stat)."""
+        try:
+            with os.scandir(self.store.root) as found:
+                return {name[:8]: d.inode() for d in found if _is_meta_name(name := d.name)}
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise self.store._unreadable(self.store.root, exc) from None
+
+    def listing(self, after: str | None) -> tuple[str, bytes]:
+        """(ETag, JSON body) of ``GET /__narrator-index``: see ``Changes.listing``."""
+        self.sync()
+        return self.changes.listing(after, self.entries)
 
     def _folder_stamp(self) -> int | None:
         try:
@@ -183,7 +318,7 @@ class Index:
             return None
 
     def get(self, key: str) -> Entry | None:
-        entry = self.entries.get(key)
+        entry = known = self.entries.get(key)
         if entry is not None:
             try:
                 if os.stat(entry.path).st_size == entry.size:
@@ -194,6 +329,9 @@ class Index:
         entry = self.store.get(key)
         if entry is not None:
             self.entries[key] = entry
+        if (entry is None) != (known is None) or (entry is not None and known is not None
+                                                   and entry.meta != known.meta):
+            self.changes.mark(key, entry)
         return entry
 
     def use(self, entry: Entry) -> None:
@@ -223,9 +361,11 @@ class Index:
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
         self._used.pop(entry.key, None)
+        self.changes.mark(entry.key, entry)
 
     def discard(self, key: str) -> None:
-        self.entries.pop(key, None)
+        if self.entries.pop(key, None) is not None:
+            self.changes.mark(key, None)
         self._used.pop(key, None)
 
     def total_size(self) -> int:
@@ -365,6 +505,7 @@ class Handler:
         self.allowed = tuple(allowed_mime_types)
         self.max_file_size = max_file_size
         self._replies: dict[str, tuple[dict, str]] = {}  # key -> (metadata it was made from, audio-exists reply)
+        self.on_mismatch: Callable[[str, str], None] | None = None  # (message, key): the server logs it
 
     def max_message_size(self) -> int:
         """The largest WebSocket message an allowed upload needs (base64 plus the JSON around it)."""
@@ -453,18 +594,35 @@ class Handler:
 
     def store_upload(self, key: str, mime: str, staged: Staged, meta: dict) -> str:
         """Measure, commit, index; the success reply. Blocking: run it off the event loop.
-        Owns ``staged`` from here: it is committed or deleted, whatever happens."""
-        from .audio import measure_duration
+        Owns ``staged`` from here: it is committed or deleted, whatever happens.
+
+        The editor's browser labels every upload ``audio/mpeg`` whatever it holds (a MiniMax line in WAV,
+        say): bytes of another allowed type are stored as what they are, and the entry records what the
+        client declared (``uploadedAs``), so the mismatch is told to ``on_mismatch`` once per key, not at
+        every re-upload (the server sets ``on_mismatch`` to its log)."""
+        from .audio import measure_duration, sniff_mime
         from .errors import AudioError
 
         try:
-            duration = measure_duration(staged.path, mime)
-            entry = self.index.store.commit(staged, key, mime, duration, meta)
+            with open(staged.path, "rb") as fh:
+                actual = sniff_mime(fh.read(12)) or mime
+            if actual != mime and actual not in {MIME_ALIASES.get(m, m) for m in self.allowed}:
+                raise AudioError(f"declared {mime}, but the bytes are {actual}, which is not allowed")
+            duration = measure_duration(staged.path, actual)
+            told = None
+            if actual != mime:
+                before = self.index.get(key)
+                told = before is not None and (before.meta.get("uploadedAs"), before.meta.get("mimeType")) == (
+                    mime, actual)
+                meta = {**meta, "uploadedAs": mime}
+            entry = self.index.store.commit(staged, key, actual, duration, meta)
         except AudioError as exc:
             raise BadMessage(str(exc), key, UPLOAD_ERROR) from None
         finally:
             staged.discard()
         self.index.add(entry)
+        if told is False and self.on_mismatch is not None:
+            self.on_mismatch(f"upload {key}: declared {mime}, the bytes are {actual}: stored as {entry.path.name}", key)
         return encode(UPLOAD_SUCCESS, {"cacheKey": key, "filePath": file_path(entry), "duration": duration,
                                        "size": entry.size})
 

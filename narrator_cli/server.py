@@ -153,6 +153,7 @@ class Server:
         self.log = Log(options.quiet, options.json_log)
         self.index = protocol.Index(store)
         self.handler = protocol.Handler(self.index, options.allowed_mime_types, options.max_file_size)
+        self.handler.on_mismatch = lambda message, key: self.log("mismatch", message, cacheKey=key)
         self.server: asyncio.Server | None = None
         self.uploads: set[asyncio.Task] = set()
         self.connections: set[asyncio.Task] = set()
@@ -286,6 +287,8 @@ class Server:
                                            "entries": len(self.index.entries), "bytes": self.index.total_size()},
                              cors, head=request.method == "HEAD")
             return True
+        if path == protocol.INDEX_PATH:
+            return await self._listing(request, writer, cors)
         if path == "/__narrator-cleanup":
             if not self._authorised(request):
                 self.log("refused", "cleanup without a valid token")
@@ -346,6 +349,24 @@ class Server:
                 await asyncio.get_running_loop().sendfile(writer.transport, fh, start, length)
             await writer.drain()
         self.index.use(entry)
+        return True
+
+    async def _listing(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> bool:
+        """``GET /__narrator-index[?after=CURSOR]``: every entry's metadata, or what changed after the
+        cursor (removals as ``removed``), by ETag; the same token rules as the WebSocket."""
+        if not self._authorised(request):
+            self.log("refused", "index without a valid token")
+            await self._send(writer, 401, {"error": "unauthorized"}, cors)
+            return True
+        etag, body = self.index.listing(request.query.get("after"))
+        headers = [*cors, ("ETag", etag), ("Cache-Control", "no-cache")]
+        if http.etag_matches(request.header("if-none-match"), etag):
+            writer.write(http.response_head(304, headers))
+            await writer.drain()
+            return True
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        writer.write(http.response_head(200, headers) + (b"" if request.method == "HEAD" else body))
+        await writer.drain()
         return True
 
     def _audio_heads(self, entry: Entry) -> tuple[str, list[tuple[str, str]], bytes]:

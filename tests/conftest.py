@@ -14,5 +14,6 @@ def isolated(tmp_path, monkeypatch):
         if name.startswith("NARRATOR_") or name == "ELEVENLABS_API_KEY":
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))  # no user config unless a test writes one
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # nothing written to the host's ~/.cache
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -236,3 +236,32 @@ def test_speak_scan_uses_elevenlabs_with_the_scanned_voice(project):
 def test_scan_options_that_pick_lines_are_refused(project):
     proc = narrator("speak", "--scan", "--voice", "x", cwd=project)
     assert proc.returncode == 2 and "drop --voice" in proc.stderr
+
+
+def test_the_editor_folder_is_remembered_so_a_cache_hit_does_not_parse_again(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "package.json").write_text("{}")
+    config = project / "vite.config.ts"
+    config.write_text("import {motionCanvasNarratorPlugin} from 'motion-canvas-narrator';\n"
+                      "export default {plugins: [motionCanvasNarratorPlugin({audioPath: 'first'})]};\n")
+    probe = ("import sys\nfrom narrator_cli.cli import main\nsys.argv = ['narrator', 'speak', 'hi', '--provider', "
+             "'mock', '--json']\ntry:\n    main()\nfinally:\n    print('parsed' if 'tree_sitter' in sys.modules "
+             "else 'remembered', file=sys.stderr)\n")
+
+    def run() -> tuple[str, str]:
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=project, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["path"], proc.stderr.strip().splitlines()[-1]
+
+    path, how = run()
+    assert "/first/" in path and how == "parsed"
+    path, how = run()
+    assert "/first/" in path and how == "remembered"  # no tree-sitter on the cache-hit path
+    config.write_text(config.read_text().replace("'first'", "'second-folder'"))  # size and mtime change
+    path, how = run()
+    assert "/second-folder/" in path and how == "parsed"

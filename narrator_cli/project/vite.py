@@ -3,6 +3,7 @@ that reads the scenes: ``motionCanvasNarratorPlugin({audioPath})``, or the plugi
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,57 @@ class EditorFolder(NamedTuple):
 
 def find_config(root: Path) -> Path | None:
     return next((root / n for n in CONFIG_NAMES if (root / n).is_file()), None)
+
+
+MEMO_ENTRIES = 64  # vite configs remembered (one a project)
+
+
+def remembered_editor_folder(root: Path, memo: Path) -> EditorFolder | None:
+    """``editor_folder``, remembered in ``memo`` (a small JSON file in the user's cache folder) by the
+    vite.config's path, size and modification time: every command asks this, and parsing the config
+    (importing tree-sitter) costs a cache-hit ``speak`` more than its whole budget allows."""
+    import json
+    import os
+
+    config = find_config(root)
+    if config is None:
+        return None
+    try:
+        st = os.stat(config)
+        stamp = [st.st_mtime_ns, st.st_size]
+    except OSError:
+        return editor_folder(root)
+    try:
+        remembered = json.loads(memo.read_bytes())
+        if not isinstance(remembered, dict):
+            remembered = {}
+    except (OSError, ValueError):
+        remembered = {}
+    hit = remembered.get(str(config))
+    if isinstance(hit, list) and len(hit) == 4 and hit[:2] == stamp:
+        return None if hit[2] is None and hit[3] is None else EditorFolder(config, hit[2], hit[3])
+    found = editor_folder(root)
+    remembered.pop(str(config), None)
+    remembered[str(config)] = [*stamp, found.folder if found else None, found.warning if found else None]
+    _write_memo(memo, dict(list(remembered.items())[-MEMO_ENTRIES:]))
+    return found
+
+
+def _write_memo(memo: Path, remembered: dict) -> None:
+    """Best effort and atomic: a memo that cannot be written only costs the next command a parse."""
+    import json
+    import os
+    import tempfile
+
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".narrator-", suffix=".tmp", dir=memo.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(remembered, fh)
+        os.replace(tmp, memo)
+    except OSError:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
 
 
 def editor_folder(root: Path) -> EditorFolder | None:
