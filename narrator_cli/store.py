@@ -115,6 +115,7 @@ def check_key(key: str) -> str:
 class Store:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._batch = 0  # commits in a batch leave the folder's fsync to its end
 
     # --- names -------------------------------------------------------------
     def meta_path(self, key: str) -> Path:
@@ -266,7 +267,8 @@ class Store:
                 for ext in MIME_EXT.values():
                     if ext != audio_path.suffix[1:]:
                         _unlink(self.root / f"{key}.{ext}")
-                _fsync_dir(self.root)
+            if not self._batch:
+                _fsync_dir(self.root)  # the renames' durability; other writers need not wait for it
         finally:
             meta_tmp.discard()
         st = os.stat(audio_path)
@@ -289,6 +291,18 @@ class Store:
                 return Removed(freed, (path, exc.strerror or str(exc)))
             freed += size
         return Removed(freed)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many commits, one fsync of the folder at the end (a bulk pull): each entry's files are still
+        fsynced before they are renamed, so a crash loses whole entries at worst, never part of one."""
+        self._batch += 1
+        try:
+            yield
+        finally:
+            self._batch -= 1
+            if not self._batch:
+                _fsync_dir(self.root)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

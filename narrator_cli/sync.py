@@ -173,7 +173,8 @@ class Syncer:
                         pushes.append(key)
                     elif isinstance(reply.get("metadata"), dict):
                         self._compare(key, local[key], reply)
-        self._run(self._pull_one, pulls, PULLS_IN_FLIGHT)
+        with self.store.batch():
+            self._run(self._pull_one, pulls, PULLS_IN_FLIGHT)
         if pushes and not self.dry_run:
             self._ws()  # one connection for every upload, opened before the threads share it
         self._run(self._push_one, pushes, PUSHES_IN_FLIGHT)
