@@ -528,7 +528,7 @@ def test_unreachable_says_why_in_a_few_words(cause, words):
     """DNS cannot be failed for real without a network; the reason is read from the exception chain httpx gives."""
     import httpx
 
-    from narrator_cli.providers.elevenlabs import _why_unreachable
+    from narrator_cli.providers.http_api import why_unreachable as _why_unreachable
 
     try:
         try:
