@@ -20,6 +20,7 @@ import json
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from .keys import is_key
 MIME_EXT = {"audio/mpeg": "mp3", "audio/wav": "wav", "audio/ogg": "ogg", "audio/webm": "webm"}
 META_SUFFIX = ".meta.json"
 TMP_SUFFIX = ".tmp"
+GROUP_COMMIT = 256  # queued entries a batch makes durable at once
 STRAY_TMP_AGE = 600.0  # a temporary file this old belongs to no live writer
 SERVER_FIELDS = ("cacheKey", "fileName", "fileSize", "mimeType", "duration", "createdAt")
 _AUDIO_RE = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
@@ -115,7 +117,9 @@ def check_key(key: str) -> str:
 class Store:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self._batch = 0  # commits in a batch leave the folder's fsync to its end
+        self._batch = 0  # commits in a batch are queued and made durable together (group commit)
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
 
     # --- names -------------------------------------------------------------
     def meta_path(self, key: str) -> Path:
@@ -238,7 +242,9 @@ class Store:
         return Staged(self.root)
 
     def commit(self, staged: Staged, key: str, mime: str, duration: float, meta: dict | None = None) -> Entry:
-        """Make the staged audio the entry for ``key``: fsync, write the metadata, rename both."""
+        """Make the staged audio the entry for ``key``: fsync, write the metadata, rename both.
+
+        Inside ``batch()`` the entry is queued instead, and visible once its group is flushed (see ``batch``)."""
         audio_path = self.audio_path(key, mime)
         record = dict(meta or {})
         for name in SERVER_FIELDS:
@@ -253,26 +259,70 @@ class Store:
             **record,
             "sha256": staged.sha256,
         }
-        audio_tmp = staged.close()
+        grouped = self._batch > 0
+        audio_tmp = staged.close(durable=not grouped)
         meta_tmp = Staged(self.root)
         try:
             meta_bytes = json.dumps(record, indent=2, ensure_ascii=False).encode()
             meta_tmp.write(meta_bytes)
-            meta_tmp.close()
-            meta_path = self.meta_path(key)
+            meta_tmp.close(durable=not grouped)
+            pending = _Pending(key, audio_tmp, audio_path, meta_tmp.path, self.meta_path(key))
+            if grouped:
+                staged.hand_over()
+                meta_tmp.hand_over()
+                self._enqueue(pending)
+                return Entry(key, record, audio_path, time.time(), len(meta_bytes))
             with self.locked():
-                _unlink(meta_path)  # the entry vanishes before its audio changes
-                os.replace(audio_tmp, audio_path)
-                os.replace(meta_tmp.path, meta_path)
-                for ext in MIME_EXT.values():
-                    if ext != audio_path.suffix[1:]:
-                        _unlink(self.root / f"{key}.{ext}")
-            if not self._batch:
-                _fsync_dir(self.root)  # the renames' durability; other writers need not wait for it
+                self._rename(pending)
+            _fsync_dir(self.root)  # the renames' durability; other writers need not wait for it
         finally:
             meta_tmp.discard()
         st = os.stat(audio_path)
         return Entry(key, record, audio_path, st.st_mtime, len(meta_bytes))
+
+    def _rename(self, p: _Pending) -> None:
+        """The commit proper, under ``locked()``: the entry vanishes before its audio changes, metadata last."""
+        _unlink(p.meta_path)
+        os.replace(p.audio_tmp, p.audio_path)
+        os.replace(p.meta_tmp, p.meta_path)
+        for ext in MIME_EXT.values():
+            if ext != p.audio_path.suffix[1:]:
+                _unlink(self.root / f"{p.key}.{ext}")
+
+    def _enqueue(self, pending: _Pending) -> None:
+        """Queue a commit; flush when the group is full, or when its batch ended meanwhile (a late thread)."""
+        with self._queue_lock:
+            self._queue.append(pending)
+            full = len(self._queue) >= GROUP_COMMIT or not self._batch
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit every queued entry: one sync of the folder's filesystem makes all their staged files durable,
+        then they are renamed under the folder lock, then one fsync of the folder. Data is on disk before any
+        rename, so a crash loses whole queued entries (their ``.tmp`` files are strays for ``cleanup``), never
+        part of one. A queued entry that cannot be renamed loses only itself; the first such error is raised
+        after the others are committed."""
+        with self._queue_lock:
+            queue, self._queue = self._queue, []
+        if not queue:
+            return
+        error: OSError | None = None
+        try:
+            _sync_filesystem(self.root)
+            with self.locked():
+                for pending in queue:
+                    try:
+                        self._rename(pending)
+                    except OSError as exc:
+                        error = error or exc
+        finally:
+            for pending in queue:
+                _unlink(pending.audio_tmp)  # renamed away already, unless that failed
+                _unlink(pending.meta_tmp)
+        _fsync_dir(self.root)
+        if error is not None:
+            raise error
 
     def remove(self, paths: list[Path]) -> Removed:
         """Delete the parts of one thing, in order (an entry: metadata first, so it vanishes before its audio).
@@ -294,15 +344,21 @@ class Store:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Many commits, one fsync of the folder at the end (a bulk pull): each entry's files are still
-        fsynced before they are renamed, so a crash loses whole entries at worst, never part of one."""
-        self._batch += 1
+        """Many commits made durable together (a bulk pull): a group commit.
+
+        Commits inside it are queued, not fsynced one by one; every ``GROUP_COMMIT`` entries, and at the
+        end (also on an error or Ctrl-C), ``flush`` commits them. Until then a queued entry is not visible:
+        readers see it whole or not at all, as always."""
+        with self._queue_lock:
+            self._batch += 1
         try:
             yield
         finally:
-            self._batch -= 1
-            if not self._batch:
-                _fsync_dir(self.root)
+            with self._queue_lock:
+                self._batch -= 1
+                last = not self._batch
+            if last:
+                self.flush()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -355,6 +411,7 @@ class Staged:
 
         self.path = root / f".{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}"
         self.size = 0
+        self._handed_over = False
         self._hash = hashlib.sha256()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
@@ -370,22 +427,39 @@ class Staged:
         while view:
             view = view[os.write(self._fd, view):]
 
-    def close(self) -> Path:
-        """Flush to disk and keep the file; its path, for the caller to rename."""
+    def close(self, durable: bool = True) -> Path:
+        """Keep the file, flushed to disk unless ``durable`` is False (a group commit syncs it later);
+        its path, for the caller to rename."""
         assert self._fd is not None, "closed twice"
         fd, self._fd = self._fd, None
         try:
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return self.path
 
+    def hand_over(self) -> None:
+        """A group commit owns the closed file now: ``discard`` leaves it alone."""
+        self._handed_over = True
+
     def discard(self) -> None:
-        """Delete the file unless it was renamed away (the name is never reused)."""
+        """Delete the file unless it was renamed away or handed over (the name is never reused)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        _unlink(self.path)
+        if not self._handed_over:
+            _unlink(self.path)
+
+
+class _Pending(NamedTuple):
+    """A queued commit of a group: staged files and the names they take."""
+
+    key: str
+    audio_tmp: Path
+    audio_path: Path
+    meta_tmp: Path
+    meta_path: Path
 
 
 def _entry_files(root: Path, key: str, raw: bytes) -> tuple[Path, dict]:
@@ -413,5 +487,24 @@ def _fsync_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Flush every written file of the filesystem holding ``path`` to disk (``syncfs``; ``sync`` without it)."""
+    if hasattr(os, "sync"):
+        import ctypes
+
+        try:
+            syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            os.sync()
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(path))
         finally:
             os.close(fd)
