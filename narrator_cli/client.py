@@ -445,18 +445,24 @@ class Client:
         return body
 
 
-    def index(self, after: str | None = None, etag: str | None = None) -> dict | None:
+    def index(self, after: str | None = None, etag: str | None = None, compact: bool = False) -> dict | None:
         """``GET /__narrator-index`` (what changed after the cursor ``after``); None when it is unchanged
         since ``etag`` (304). The body gains ``etag``. NoIndex when the server cannot list (the Motion Canvas
-        plugin: 404 or Vite's index.html); ServerUnavailable when it cannot be reached or refuses the token."""
+        plugin: 404 or Vite's index.html); ServerUnavailable when it cannot be reached or refuses the token.
+        ``compact``: entries carry only ``cacheKey`` and ``metadata`` with ``fileName, fileSize, sha256``, and
+        ``"partial": True`` (``check`` gives the rest); a server that cannot list compactly sends it all."""
         import httpx
 
         if self._http is None:
             headers = {"X-Narrator-Token": self.token} if self.token else {}
+            # plain http never uses TLS: skip loading the CA bundle (a tenth of a second at start-up)
             self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
-                                      follow_redirects=False)
+                                      follow_redirects=False, verify=not self.http_base.startswith("http:"))
+        params = {"after": after} if after else {}
+        if compact:
+            params["fields"] = "compact"
         try:
-            response = self._http.get(protocol.INDEX_PATH, params={"after": after} if after else None,
+            response = self._http.get(protocol.INDEX_PATH, params=params or None,
                                       headers={"If-None-Match": etag} if etag else None)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
@@ -473,8 +479,23 @@ class Client:
             if response.status_code in (200, 404):
                 raise NoIndex(f"the server at {self.url} cannot list its entries (only narrator serve can)")
             raise ServerUnavailable(f"{self.url} answered {protocol.INDEX_PATH} with HTTP {response.status_code}")
+        if body.get("fields") == list(protocol.COMPACT_FIELDS):
+            body["entries"] = [_expand(row) for row in body["entries"] if _compact_row(row)]
         body["etag"] = response.headers.get("etag")
         return body
+
+
+def _compact_row(row: Any) -> bool:
+    return isinstance(row, list) and len(row) == 4 and isinstance(row[0], str) and isinstance(row[1], str) \
+        and isinstance(row[2], int) and (row[3] is None or isinstance(row[3], str))
+
+
+def _expand(row: list) -> dict:
+    """A compact index row as the entry shape the rest of the client reads (``partial``: no full metadata)."""
+    meta = {"fileName": row[1], "fileSize": row[2]}
+    if row[3] is not None:
+        meta["sha256"] = row[3]
+    return {"cacheKey": row[0], "metadata": meta, "partial": True}
 
 
 class NoIndex(NarratorError):

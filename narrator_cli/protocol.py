@@ -144,6 +144,7 @@ def file_path(entry: Entry) -> str:
 INDEX_PATH = "/__narrator-index"
 MAX_TOMBSTONES = 50_000  # removals remembered; a cursor older than the oldest one forgotten gets the whole listing
 CACHED_LISTINGS = 64  # delta bodies kept per version of the index (one per client cursor, at most)
+COMPACT_FIELDS = ("cacheKey", "fileName", "fileSize", "sha256")  # one array per entry in ``?fields=compact``
 
 
 def _is_meta_name(name: str) -> bool:
@@ -168,17 +169,17 @@ class Changes:
         self.floor = 0  # a cursor below this may have missed a forgotten removal
         self._log: dict[str, int] = {}  # key -> seq of its latest change, oldest first
         self._tombs: dict[str, int] = {}  # removed key -> seq, oldest first
-        self._frags: dict[str, tuple[dict, str]] = {}  # key -> (metadata, its JSON fragment)
-        self._bodies: dict[str | None, bytes] = {}  # after -> body, for the current seq
+        self._frags: dict[tuple[str, bool], tuple[dict, str]] = {}  # (key, compact) -> (metadata, its JSON)
+        self._bodies: dict[tuple[str | None, bool], bytes] = {}  # (after, compact) -> body, for the current seq
         self._bodies_seq = -1
 
     @property
     def cursor(self) -> str:
         return f"{self.instance}.{self.seq}"
 
-    @property
-    def etag(self) -> str:
-        return f'"{self.instance}-{self.seq}"'
+    def etag(self, compact: bool = False) -> str:
+        """One per version and representation, so a compact ETag never validates a full body."""
+        return f'"{self.instance}-{self.seq}{"-c" if compact else ""}"'
 
     def mark(self, key: str, entry: Entry | None) -> None:
         """Record that ``key`` was added or rewritten (``entry``) or removed (None)."""
@@ -187,7 +188,8 @@ class Changes:
         self._log[key] = self.seq
         self._tombs.pop(key, None)
         if entry is None:
-            self._frags.pop(key, None)
+            self._frags.pop((key, False), None)
+            self._frags.pop((key, True), None)
             self._tombs[key] = self.seq
             if len(self._tombs) > MAX_TOMBSTONES:
                 old = next(iter(self._tombs))
@@ -203,16 +205,19 @@ class Changes:
             return None
         return int(seq)
 
-    def listing(self, cursor: str | None, entries: dict[str, Entry]) -> tuple[str, bytes]:
+    def listing(self, cursor: str | None, entries: dict[str, Entry], compact: bool = False) -> tuple[str, bytes]:
         """(ETag, body): ``{"server", "instance", "cursor", "full", "entries": [...], "removed": [...]}``.
 
         Each of ``entries`` is shaped as an audio-exists reply's data (``cacheKey, filePath, duration,
         metadata``), so a client downloads it as it would a checked key. ``full``: everything is listed,
-        and a client should drop what it believed about keys not in it."""
+        and a client should drop what it believed about keys not in it. ``compact``: each entry is only
+        ``[cacheKey, fileName, fileSize, sha256 or null]`` (named by ``"fields"``), what a comparison needs,
+        a quarter of the bytes; a client asks for the full metadata of the few keys it will download."""
         since = self.after(cursor)
         if self._bodies_seq != self.seq:
             self._bodies, self._bodies_seq = {}, self.seq
-        body = self._bodies.get(cursor if since is not None else None)
+        cache_key = (cursor if since is not None else None, compact)
+        body = self._bodies.get(cache_key)
         if body is None:
             if since is None:
                 keys: list[str] = list(entries)
@@ -226,21 +231,27 @@ class Changes:
                 changed.reverse()
                 keys = [k for k in changed if k in entries]
                 removed = [k for k in changed if k not in entries]
-            frags = ",".join(self._fragment(entries[k]) for k in keys)
-            head = json.dumps({"server": SERVER_NAME, "instance": self.instance, "cursor": self.cursor,
-                               "full": since is None, "removed": removed})
-            body = f'{head[:-1]},"entries":[{frags}]}}'.encode()
+            frags = ",".join(self._fragment(entries[k], compact) for k in keys)
+            head: dict[str, Any] = {"server": SERVER_NAME, "instance": self.instance, "cursor": self.cursor,
+                                    "full": since is None, "removed": removed}
+            if compact:
+                head["fields"] = COMPACT_FIELDS
+            text = json.dumps(head)
+            body = f'{text[:-1]},"entries":[{frags}]}}'.encode()
             if len(self._bodies) >= CACHED_LISTINGS:
                 self._bodies.clear()
-            self._bodies[cursor if since is not None else None] = body
-        return self.etag, body
+            self._bodies[cache_key] = body
+        return self.etag(compact), body
 
-    def _fragment(self, entry: Entry) -> str:
-        cached = self._frags.get(entry.key)
+    def _fragment(self, entry: Entry, compact: bool) -> str:
+        cached = self._frags.get((entry.key, compact))
         if cached is None or cached[0] is not entry.meta:
-            cached = self._frags[entry.key] = (entry.meta, json.dumps(
-                {"cacheKey": entry.key, "filePath": file_path(entry), "duration": entry.duration,
-                 "metadata": entry.meta}, ensure_ascii=False, separators=(",", ":")))
+            digest = entry.meta.get("sha256")
+            shape: Any = [entry.key, entry.path.name, entry.size, digest if isinstance(digest, str) else None] \
+                if compact else {"cacheKey": entry.key, "filePath": file_path(entry), "duration": entry.duration,
+                                 "metadata": entry.meta}
+            cached = self._frags[(entry.key, compact)] = (
+                entry.meta, json.dumps(shape, ensure_ascii=False, separators=(",", ":")))
         return cached[1]
 
 
@@ -306,10 +317,10 @@ class Index:
         except OSError as exc:
             raise self.store._unreadable(self.store.root, exc) from None
 
-    def listing(self, after: str | None) -> tuple[str, bytes]:
+    def listing(self, after: str | None, compact: bool = False) -> tuple[str, bytes]:
         """(ETag, JSON body) of ``GET /__narrator-index``: see ``Changes.listing``."""
         self.sync()
-        return self.changes.listing(after, self.entries)
+        return self.changes.listing(after, self.entries, compact)
 
     def _folder_stamp(self) -> int | None:
         try:

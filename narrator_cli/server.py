@@ -352,13 +352,18 @@ class Server:
         return True
 
     async def _listing(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> bool:
-        """``GET /__narrator-index[?after=CURSOR]``: every entry's metadata, or what changed after the
-        cursor (removals as ``removed``), by ETag; the same token rules as the WebSocket."""
+        """``GET /__narrator-index[?after=CURSOR][&fields=compact]``: every entry's metadata (or with
+        ``fields=compact`` only what a comparison needs), or what changed after the cursor (removals as
+        ``removed``), by ETag; the same token rules as the WebSocket."""
         if not self._authorised(request):
             self.log("refused", "index without a valid token")
             await self._send(writer, 401, {"error": "unauthorized"}, cors)
             return True
-        etag, body = self.index.listing(request.query.get("after"))
+        fields = request.query.get("fields", "full")
+        if fields not in ("full", "compact"):
+            await self._send(writer, 400, {"error": "fields must be full or compact"}, cors)
+            return True
+        etag, body = self.index.listing(request.query.get("after"), fields == "compact")
         headers = [*cors, ("ETag", etag), ("Cache-Control", "no-cache")]
         if http.etag_matches(request.header("if-none-match"), etag):
             writer.write(http.response_head(304, headers))

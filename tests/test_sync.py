@@ -118,6 +118,85 @@ def test_client_index_and_no_index_on_the_plugin(tmp_path, serve):
             Client(peer.url).index()
 
 
+def test_compact_index_lists_what_a_comparison_needs_under_its_own_etag(tmp_path, serve):
+    srv = Store(tmp_path / "server-cache")
+    audio = put(srv, "0000c001")
+    browser = browser_entry(srv.root, "0000c002")  # no sha256: compared by size
+    url = serve()
+    full = httpx.get(url + "/__narrator-index")
+    r = httpx.get(url + "/__narrator-index", params={"fields": "compact"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["fields"] == ["cacheKey", "fileName", "fileSize", "sha256"] and body["full"]
+    assert sorted(body["entries"]) == [["0000c001", "0000c001.mp3", len(audio), srv.get("0000c001").meta["sha256"]],
+                                       ["0000c002", "0000c002.mp3", len(browser), None]]
+    assert body["cursor"] == full.json()["cursor"] and len(r.content) < len(full.content)
+    etag = r.headers["etag"]
+    assert etag != full.headers["etag"]  # one representation's ETag never validates the other's body
+    assert httpx.get(url + "/__narrator-index", params={"fields": "compact"},
+                     headers={"If-None-Match": etag}).status_code == 304
+    assert httpx.get(url + "/__narrator-index", headers={"If-None-Match": etag}).status_code == 200
+    assert httpx.get(url + "/__narrator-index", params={"fields": "compact"},
+                     headers={"If-None-Match": full.headers["etag"]}).status_code == 200
+    assert httpx.get(url + "/__narrator-index", params={"fields": "full"}).content == full.content
+    put(srv, "0000c003")  # a delta after the cursor is compact too
+    r = httpx.get(url + "/__narrator-index", params={"fields": "compact", "after": body["cursor"]})
+    assert [row[0] for row in r.json()["entries"]] == ["0000c003"] and not r.json()["full"]
+    r = httpx.get(url + "/__narrator-index", params={"fields": "everything"})
+    assert r.status_code == 400 and "fields" in r.json()["error"]
+
+
+def test_client_compact_index_gives_partial_entries(tmp_path, serve):
+    srv = Store(tmp_path / "server-cache")
+    audio = put(srv, "0000c004")
+    with Client(serve()) as client:
+        body = client.index(compact=True)
+        assert body["entries"] == [{"cacheKey": "0000c004", "partial": True, "metadata": {
+            "fileName": "0000c004.mp3", "fileSize": len(audio), "sha256": srv.get("0000c004").meta["sha256"]}}]
+        assert client.index(body["cursor"], body["etag"], compact=True) is None  # unchanged: 304
+
+
+def test_sync_compares_compactly_and_pulls_with_the_whole_metadata(tmp_path, serve):
+    srv, local = Store(tmp_path / "server-cache"), Store(tmp_path / "mine")
+    same = put(srv, "0000c010")
+    local.put("0000c010", same, "audio/mpeg", 0.3, {"text": "line 0000c010", "voiceId": "v", "modelId": "m"})
+    put(srv, "0000c011", text="only on the server")  # missing here
+    theirs = put(srv, "0000c012")
+    mine = bytearray(theirs)
+    mine[-1] ^= 0xFF  # same size, other content: only the sha256 tells them apart
+    local.put("0000c012", bytes(mine), "audio/mpeg", 0.3, {"text": "line 0000c012", "voiceId": "v", "modelId": "m"})
+    url = serve()
+    r = run(tmp_path, "sync", "--server", url, "--audio-path", "mine", "--json")
+    assert r.returncode == 1, r.stderr
+    assert sorted((row["cacheKey"], row["status"]) for row in rows(r)) == [("0000c011", "pulled"),
+                                                                          ("0000c012", "conflict")]
+    assert "1 entry equal" in r.stderr or "1 entries equal" in r.stderr, r.stderr
+    pulled = local.get("0000c011")
+    theirs_meta = srv.get("0000c011").meta  # the fields the compact listing lacks came along
+    assert {k: pulled.meta.get(k) for k in ("text", "voiceId", "modelId", "sha256")} == \
+        {k: theirs_meta[k] for k in ("text", "voiceId", "modelId", "sha256")} and pulled.meta["text"]
+    assert local.read_audio(local.get("0000c012")) == bytes(mine)
+
+
+def test_an_entry_gone_from_the_server_after_the_listing_is_not_pulled(tmp_path, serve):
+    from narrator_cli.sync import Syncer
+
+    srv = Store(tmp_path / "server-cache")
+    put(srv, "0000c020")
+    put(srv, "0000c021")
+    rows_seen: list[dict] = []
+    syncer = Syncer(Client(serve()), Store(tmp_path / "mine"), push=False, report=rows_seen.append)
+    try:
+        syncer.refresh()
+        for name in ("0000c020.meta.json", "0000c020.mp3"):
+            (srv.root / name).unlink()
+        syncer.round()
+    finally:
+        syncer.close()
+    assert [(row["cacheKey"], row["status"]) for row in rows_seen] == [("0000c021", "pulled")]
+    assert syncer.counts["failed"] == 0 and "0000c020" not in syncer.remote
+
+
 # --- sync ------------------------------------------------------------------------------------------
 
 
