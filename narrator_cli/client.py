@@ -161,7 +161,8 @@ class Client:
         self._pending: dict[tuple[str, str], deque[tuple[Batch, int]]] = {}
         self._pending_lock = threading.Lock()
         self._broken: str | None = None
-        self._http: Any = None
+        self._http = threading.local()  # one HTTP client a thread: a shared pool's lock serialises downloads
+        self._http_clients: list[Any] = []
         self.narrator_serve = False  # set by connect(): the server named itself narrator serve, not the plugin
 
     def _netloc(self) -> str:
@@ -233,8 +234,9 @@ class Client:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        if self._http is not None:
-            self._http.close()
+        for http in self._http_clients:
+            http.close()
+        self._http_clients.clear()
         self._fail_all("connection closed")
 
     def __enter__(self) -> Client:
@@ -393,18 +395,29 @@ class Client:
                                 "not stored")
         return store.put(str(key), audio, mime, duration, meta)
 
+    def _http_client(self) -> Any:
+        """This thread's HTTP client to the server (downloads, the index): no redirects, the token as a header,
+        one keep-alive connection; plain http skips loading the CA bundle (a tenth of a second at start-up)."""
+        http = getattr(self._http, "client", None)
+        if http is None:
+            import httpx
+
+            headers = {"X-Narrator-Token": self.token} if self.token else {}
+            http = self._http.client = httpx.Client(
+                base_url=self.http_base, timeout=self.timeout, headers=headers, follow_redirects=False,
+                verify=not self.http_base.startswith("http:"), limits=httpx.Limits(max_connections=1))
+            with self._pending_lock:
+                self._http_clients.append(http)
+        return http
+
     def _fetch(self, key: str, path: str, limit: int) -> tuple[bytes, str]:
         """(body, content type) of a GET of ``path`` on this server only; never more than ``limit`` bytes."""
         import httpx
 
-        if self._http is None:
-            headers = {"X-Narrator-Token": self.token} if self.token else {}
-            self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
-                                      follow_redirects=False)
         chunks: list[bytes] = []
         received = 0
         try:
-            with self._http.stream("GET", path) as response:
+            with self._http_client().stream("GET", path) as response:
                 if response.status_code != 200:
                     raise ServerRefused(f"downloading {key} from {path} gave HTTP {response.status_code}; "
                                         "not stored")
@@ -453,16 +466,11 @@ class Client:
         ``"partial": True`` (``check`` gives the rest); a server that cannot list compactly sends it all."""
         import httpx
 
-        if self._http is None:
-            headers = {"X-Narrator-Token": self.token} if self.token else {}
-            # plain http never uses TLS: skip loading the CA bundle (a tenth of a second at start-up)
-            self._http = httpx.Client(base_url=self.http_base, timeout=self.timeout, headers=headers,
-                                      follow_redirects=False, verify=not self.http_base.startswith("http:"))
         params = {"after": after} if after else {}
         if compact:
             params["fields"] = "compact"
         try:
-            response = self._http.get(protocol.INDEX_PATH, params=params or None,
+            response = self._http_client().get(protocol.INDEX_PATH, params=params or None,
                                       headers={"If-None-Match": etag} if etag else None)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None

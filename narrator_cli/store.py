@@ -238,8 +238,11 @@ class Store:
 
     def stage(self) -> Staged:
         """A temporary file to write an entry's audio into, piece by piece, before ``commit``."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return Staged(self.root)
+        try:
+            return Staged(self.root)
+        except FileNotFoundError:  # the first write, or the folder was removed meanwhile
+            self.root.mkdir(parents=True, exist_ok=True)
+            return Staged(self.root)
 
     def commit(self, staged: Staged, key: str, mime: str, duration: float, meta: dict | None = None) -> Entry:
         """Make the staged audio the entry for ``key``: fsync, write the metadata, rename both.
@@ -308,17 +311,21 @@ class Store:
         if not queue:
             return
         error: OSError | None = None
+        failed: list[_Pending] = []
+        tried = 0
         try:
             _sync_filesystem(self.root)
             with self.locked():
                 for pending in queue:
+                    tried += 1
                     try:
                         self._rename(pending)
                     except OSError as exc:
                         error = error or exc
+                        failed.append(pending)
         finally:
-            for pending in queue:
-                _unlink(pending.audio_tmp)  # renamed away already, unless that failed
+            for pending in failed + queue[tried:]:  # not renamed: their temporary files go
+                _unlink(pending.audio_tmp)
                 _unlink(pending.meta_tmp)
         _fsync_dir(self.root)
         if error is not None:
