@@ -9,6 +9,7 @@ options the factory was called with; what cannot be read from the source is neve
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,16 +366,20 @@ def _read_import(mod: _Module, node: Any, scanner: _Scanner) -> None:
             if ident is not None:
                 mod.namespaces[js.text_of(ident)] = target
         elif part.type == "named_imports":
-            for spec_node in part.named_children:
-                if spec_node.type != "import_specifier":
-                    continue
-                imported = _name(spec_node.child_by_field_name("name"))
-                alias = spec_node.child_by_field_name("alias")
-                local = _name(alias) if alias is not None else imported
+            for imported, local in _specifiers(part, "import_specifier"):
                 if target is None and imported in mc.FACTORIES:
                     mod.factories[local] = imported
                 else:
                     mod.imports[local] = (target, imported)
+
+
+def _specifiers(clause: Any, kind: str) -> Iterator[tuple[str, str]]:
+    """(name, alias or name) of each ``{a as b}`` specifier of an import or export clause."""
+    for spec in clause.named_children:
+        if spec.type == kind:
+            name = _name(spec.child_by_field_name("name"))
+            alias = spec.child_by_field_name("alias")
+            yield name, _name(alias) if alias is not None else name
 
 
 def _read_export(mod: _Module, node: Any, scanner: _Scanner, defaults: list) -> None:
@@ -382,12 +387,7 @@ def _read_export(mod: _Module, node: Any, scanner: _Scanner, defaults: list) -> 
     target = scanner.resolve_import(mod.path, js.string_value(source)) if source is not None else None
     clause = next((c for c in node.named_children if c.type == "export_clause"), None)
     if clause is not None:
-        for spec_node in clause.named_children:
-            if spec_node.type != "export_specifier":
-                continue
-            name = _name(spec_node.child_by_field_name("name"))
-            alias = spec_node.child_by_field_name("alias")
-            exported = _name(alias) if alias is not None else name
+        for name, exported in _specifiers(clause, "export_specifier"):
             if source is not None:
                 mod.reexports[exported] = (target, name)
             else:
