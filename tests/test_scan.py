@@ -265,3 +265,29 @@ def test_the_editor_folder_is_remembered_so_a_cache_hit_does_not_parse_again(tmp
     config.write_text(config.read_text().replace("'first'", "'second-folder'"))  # size and mtime change
     path, how = run()
     assert "/second-folder/" in path and how == "parsed"
+
+
+def test_scan_and_check_scan_ask_the_team_server(project, tmp_path):
+    from audio_fixtures import make_mp3
+    from serve_process import start_serve
+
+    from narrator_cli.keys import cache_key
+    from narrator_cli.store import Store
+
+    text, _, params = EXPECTED["src/scenes/intro.tsx:8:22"]
+    key = cache_key(text, *params)
+    server = Store(tmp_path / "server-cache")
+    server.put(key, make_mp3(1), "audio/mpeg", 1.0, {"text": text, "voiceId": params[0], "modelId": params[1]})
+    proc, url = start_serve("--audio-path", str(tmp_path / "server-cache"), drain=True)
+    try:
+        rows = {f"{r['file']}:{r['line']}:{r['column']}": r for r in rows_of(narrator("scan", "--json",
+                                                                                      "--server", url, cwd=project))}
+        assert rows["src/scenes/intro.tsx:8:22"]["server"] is True and rows["src/scenes/intro.tsx:8:22"]["cached"] is False
+        assert rows["src/scenes/outro.tsx:10:25"]["server"] is False
+        gate = narrator("check", "--scan", "--server", url, cwd=project)
+        assert gate.returncode == 1
+        assert "src/scenes/intro.tsx:8: Welcome to the show." not in gate.stdout + gate.stderr  # on the server
+        assert "src/scenes/outro.tsx:10: Goodbye!" in gate.stdout + gate.stderr
+    finally:
+        proc.kill()
+        proc.wait(10)
