@@ -14,13 +14,16 @@ from typing import NamedTuple
 # only for `{key}.mp3`; `maxFileSize` is in MiB; `narrator:available` answers `{}`.
 PLUGIN_FOLDER = "narrator-cache"
 PLUGIN_FACTORY = "motionCanvasNarratorPlugin"
-PLUGIN_CHECKS_EXTENSION = "mp3"
 PLUGIN_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "audio/mp3")
 # src/utils/AudioCache.ts: the editor's browser uploads every line as `audio/mpeg` whatever its bytes are,
 # with metadata `{generatedAt}` only.
-BROWSER_UPLOAD_MIME = "audio/mpeg"
 
-Undefined = type(None)  # a JavaScript `undefined` (an option not given), as Python's None
+# The providers' defaults for their key parameters (src/providers/*.ts).
+ELEVENLABS_MODEL = "eleven_flash_v2_5"
+MINIMAX_MODEL = "speech-2.6-turbo"
+MINIMAX_FORMAT = "mp3"
+MOCK_WORDS_PER_MINUTE = 120
+FILE_DIRECTORY = "default"
 
 
 class Factory(NamedTuple):
@@ -76,15 +79,16 @@ def _nullish(value: object, default: str) -> object:
 FACTORIES: dict[str, Factory] = {
     # ElevenLabsProvider: modelId = config.modelId || 'eleven_flash_v2_5'; key [voiceId, modelId]
     "createElevenLabsNarrator": Factory("elevenlabs", lambda o: [
-        js_string(o.get("voiceId")), js_string(_or(o.get("modelId"), "eleven_flash_v2_5"))]),
+        js_string(o.get("voiceId")), js_string(_or(o.get("modelId"), ELEVENLABS_MODEL))]),
     # MinimaxProvider: key [voiceId, model ?? 'speech-2.6-turbo', format ?? 'mp3']
     "createMinimaxNarrator": Factory("minimax", lambda o: [
-        js_string(o.get("voiceId")), js_string(_nullish(o.get("model"), "speech-2.6-turbo")),
-        js_string(_nullish(o.get("format"), "mp3"))]),
+        js_string(o.get("voiceId")), js_string(_nullish(o.get("model"), MINIMAX_MODEL)),
+        js_string(_nullish(o.get("format"), MINIMAX_FORMAT))]),
     # MockProvider(wordsPerMinute = 120): key ['mock', wordsPerMinute.toString()]
-    "createMockNarrator": Factory("mock", lambda o: ["mock", js_string(_nullish(o.get("wordsPerMinute"), "120"))]),
+    "createMockNarrator": Factory("mock", lambda o: [
+        "mock", js_string(_nullish(o.get("wordsPerMinute"), MOCK_WORDS_PER_MINUTE))]),
     # FileProvider: key ['file', audioDirectory || 'default']
-    "createFileNarrator": Factory("file", lambda o: ["file", js_string(_or(o.get("audioDirectory"), "default"))]),
+    "createFileNarrator": Factory("file", lambda o: ["file", js_string(_or(o.get("audioDirectory"), FILE_DIRECTORY))]),
 }
 
 # The options each factory's key parameters are read from (the lambdas above; src/factories.ts passes the
@@ -102,9 +106,5 @@ SPEAK_TEXT_OPTION = "text"
 
 # MinimaxProvider's defaults for the request (the key uses only voiceId, model and format).
 MINIMAX_ENDPOINT = "https://api.minimaxi.com/v1/t2a_v2"
-MINIMAX_MODEL = "speech-2.6-turbo"
-MINIMAX_FORMAT = "mp3"
 MINIMAX_DEFAULTS = {"emotion": "neutral", "speed": 1, "volume": 1, "pitch": 0, "sampleRate": 32000,
                     "bitrate": 128000, "channel": 1, "outputFormat": "hex", "subtitle": False}
-ELEVENLABS_MODEL = "eleven_flash_v2_5"
-MOCK_WORDS_PER_MINUTE = 120

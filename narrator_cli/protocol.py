@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from . import __version__
 from .audio import MIME_ALIASES  # the plugin accepts audio/mp3 too; we store the standard name
 from .keys import is_key
+from .motion_canvas import PLUGIN_MIME_TYPES
 from .store import META_SUFFIX, MIME_EXT, Entry, Staged, Store
 
 SUBPROTOCOL = "vite-hmr"
@@ -36,7 +37,7 @@ UPLOAD_SUCCESS = "narrator:upload-success"
 UPLOAD_ERROR = "narrator:upload-error"
 ERROR = "narrator:error"  # ours: an unknown event or a message we cannot read
 
-DEFAULT_MIME_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "audio/mp3")
+DEFAULT_MIME_TYPES = PLUGIN_MIME_TYPES  # accept what the plugin accepts
 SERVER_NAME = "narrator serve"  # in our narrator:available reply (the plugin's is {}), so a client can tell
 TOUCH_EVERY = 60.0
 CACHED_REPLIES = 4096  # ready-made replies kept per entry, at most

@@ -12,14 +12,15 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple, Protocol
 
+from .. import motion_canvas as mc
 from ..errors import UsageError
 
 NAMES = {"elevenlabs": "elevenlabs", "espeak": "espeak", "minimax": "minimax", "mock": "mock"}
 DEFAULTS = {  # provider -> (default voice, default model): key parameters without an import
-    "elevenlabs": (None, "eleven_flash_v2_5"),
+    "elevenlabs": (None, mc.ELEVENLABS_MODEL),
     "espeak": ("en", "espeak-ng"),
-    "minimax": (None, "speech-2.6-turbo"),  # motion_canvas.MINIMAX_MODEL
-    "mock": ("mock", "120"),
+    "minimax": (None, mc.MINIMAX_MODEL),
+    "mock": ("mock", str(mc.MOCK_WORDS_PER_MINUTE)),
 }
 FORMATS = ("mp3", "wav")  # what the offline voices write; MP3 is what the Motion Canvas plugin looks for
 FORMAT_KEYED = {"minimax"}  # providers whose key has the format as a third parameter (motion_canvas.FACTORIES)
@@ -84,13 +85,17 @@ def key_params(provider: str, voice: str | None, model: str | None, fmt: object 
 def minimax_format(value: object) -> str:
     """MiniMax's audio format (MP3 unless set). It can also make FLAC, which the cache does not store
     (nor play in the editor): refused rather than kept under a name that lies."""
-    if value is None:
-        return "mp3"
     if value == "flac":
         raise UsageError("the minimax format 'flac' is not supported: the cache stores mp3 and wav "
                          "(the Motion Canvas plugin finds only mp3)")
+    return _checked_format(value, mc.MINIMAX_FORMAT, " for minimax")
+
+
+def _checked_format(value: object, default: str, who: str) -> str:
+    if value is None:
+        return default
     if value not in FORMATS:
-        raise UsageError(f"unknown audio format {value!r} for minimax (choose from {', '.join(FORMATS)})")
+        raise UsageError(f"unknown audio format {value!r}{who} (choose from {', '.join(FORMATS)})")
     return str(value)
 
 
@@ -101,12 +106,7 @@ def _printable(text: str) -> bool:
 
 def audio_format(settings: dict) -> str:
     """The ``format`` setting an offline voice writes (MP3 unless set); UsageError for any other value."""
-    value = settings.get("format")
-    if value is None:
-        return "mp3"
-    if value not in FORMATS:
-        raise UsageError(f"unknown audio format {value!r} (choose from {', '.join(FORMATS)})")
-    return str(value)
+    return _checked_format(settings.get("format"), "mp3", "")
 
 
 def load(provider: str, settings: dict) -> Provider:
