@@ -19,7 +19,7 @@ from typing import Any
 
 from .client import Client, NoIndex, ServerRefused, ServerUnavailable
 from .errors import Interrupted
-from .store import META_SUFFIX, MIME_EXT, Store
+from .store import META_SUFFIX, Store
 
 PULLS_IN_FLIGHT = 8
 PUSHES_IN_FLIGHT = 4
@@ -27,41 +27,15 @@ POLL_EVERY = 1.0  # seconds between index polls in --watch
 MAX_BACKOFF = 30.0  # seconds between tries while the server is away
 NO_PULL = "the server cannot list its entries (the Motion Canvas plugin cannot): pushing only; pulling needs " \
           "narrator serve"
-_AUDIO_EXTS = {f".{ext}" for ext in MIME_EXT.values()}
 
 Report = Callable[[dict], None]
 
 
-def local_listing(store: Store) -> dict[str, tuple[str, int]]:
-    """key -> (audio file name, size) for every key with a metadata file and an audio file, from one
-    listing (sizes from the listing's stat only for those keys)."""
-    try:
-        with os.scandir(store.root) as found:
-            names = {d.name: d for d in found}
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise store._unreadable(store.root, exc) from None
-    metas = {name[:8] for name in names if len(name) == 18 and name.endswith(META_SUFFIX)}
-    out: dict[str, tuple[str, int]] = {}
-    for name, dirent in names.items():
-        if len(name) > 9 and name[8] == "." and name[:8] in metas and name[8:] in _AUDIO_EXTS:
-            try:
-                out[name[:8]] = (name, dirent.stat(follow_symlinks=False).st_size)
-            except OSError:
-                continue
-    return out
-
-
 def _local_meta(store: Store, key: str) -> dict | None:
+    raw = store.meta_bytes(key)
     try:
-        fd = os.open(store.meta_path(key), os.O_RDONLY)
-        try:
-            raw = os.read(fd, 1 << 20)
-        finally:
-            os.close(fd)
-        meta = json.loads(raw)
-    except (OSError, ValueError):
+        meta = json.loads(raw) if raw is not None else None
+    except ValueError:
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -72,14 +46,9 @@ _SHA_KEY = b'"sha256": "'
 def _local_digest(store: Store, key: str, size: int) -> dict | None:
     """``{"sha256", "fileSize"}`` of a local entry without a JSON parse: ``Store.commit`` writes ``sha256``
     last, and an unescaped ``"sha256": "`` can only be a key. None when it is not there (parse it then).
-    The path is a plain string: building 20,000 ``Path`` objects cost more than reading the files."""
-    try:
-        fd = os.open(f"{store.root}{os.sep}{key}{META_SUFFIX}", os.O_RDONLY)
-        try:
-            raw = os.read(fd, 1 << 20)
-        finally:
-            os.close(fd)
-    except OSError:
+    """
+    raw = store.meta_bytes(key)
+    if raw is None:
         return None
     at = raw.rfind(_SHA_KEY)
     digest = raw[at + len(_SHA_KEY):at + len(_SHA_KEY) + 64] if at >= 0 else b""
@@ -151,7 +120,7 @@ class Syncer:
     # --- one round ----------------------------------------------------------------------
     def round(self, remote_keys: set[str] | None = None, local_keys: set[str] | None = None) -> None:
         """Move what differs: ``remote_keys`` / ``local_keys`` limit it to those (None: all)."""
-        local = local_listing(self.store)
+        local = self.store.listing()
         pulls, pushes = [], []
         if self.pull and self.listable:
             for key in self.remote if remote_keys is None else remote_keys & self.remote.keys():

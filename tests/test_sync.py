@@ -351,3 +351,14 @@ def test_watch_both_ways_survives_a_killed_server_and_stops_on_ctrl_c(tmp_path, 
     statuses = {(row["cacheKey"], row["status"]) for row in (json.loads(line) for line in out.splitlines())}
     assert {("0000a001", "pushed"), ("0000a002", "pulled"), ("0000a003", "pushed"), ("0000a004", "pulled")} \
         <= statuses
+
+
+def test_files_that_only_look_like_entries_are_left_alone(tmp_path, serve):
+    url = serve()
+    folder = tmp_path / "member"
+    put(Store(folder), "0000abcd")
+    for name in ("zzzzzzzz.meta.json", "zzzzzzzz.mp3", "ABCDEF01.meta.json", "ABCDEF01.mp3"):
+        (folder / name).write_bytes(b"{}" if name.endswith(".json") else make_mp3(0.2))
+    r = run(tmp_path, "sync", "--server", url, "--audio-path", str(folder), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["cacheKey"] for row in rows(r)] == ["0000abcd"]
