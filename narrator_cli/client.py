@@ -396,15 +396,15 @@ class Client:
         return store.put(str(key), audio, mime, duration, meta)
 
     def _http_client(self) -> Any:
-        """This thread's HTTP client to the server (downloads, the index): no redirects, the token as a header,
-        one keep-alive connection; plain http skips loading the CA bundle (a tenth of a second at start-up)."""
+        """This thread's HTTP client to the server's JSON endpoints (index, health, cleanup): no redirects, the
+        token as a header, one keep-alive connection; plain http skips loading the CA bundle (a tenth of a
+        second at start-up). Downloads, thousands of small GETs, go through ``_connection`` instead."""
         http = getattr(self._http, "client", None)
         if http is None:
             import httpx
 
-            headers = {"X-Narrator-Token": self.token} if self.token else {}
             http = self._http.client = httpx.Client(
-                base_url=self.http_base, timeout=self.timeout, headers=headers, follow_redirects=False,
+                base_url=self.http_base, timeout=self.timeout, headers=self._get_headers, follow_redirects=False,
                 verify=not self.http_base.startswith("http:"), limits=httpx.Limits(max_connections=1))
             with self._pending_lock:
                 self._http_clients.append(http)
@@ -484,9 +484,8 @@ class Client:
         """GET /__narrator-{name} (health, cleanup) as JSON; needs no WebSocket."""
         import httpx
 
-        headers = {"X-Narrator-Token": self.token} if self.token else {}
         try:
-            response = httpx.get(f"{self.http_base}/__narrator-{name}", headers=headers, timeout=self.timeout)
+            response = self._http_client().get(f"/__narrator-{name}")
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
         if response.status_code == 401:
@@ -502,7 +501,6 @@ class Client:
                                     "is it a narrator server?")
         return body
 
-
     def index(self, after: str | None = None, etag: str | None = None, compact: bool = False) -> dict | None:
         """``GET /__narrator-index`` (what changed after the cursor ``after``); None when it is unchanged
         since ``etag`` (304). The body gains ``etag``. NoIndex when the server cannot list (the Motion Canvas
@@ -516,7 +514,7 @@ class Client:
             params["fields"] = "compact"
         try:
             response = self._http_client().get(protocol.INDEX_PATH, params=params or None,
-                                      headers={"If-None-Match": etag} if etag else None)
+                                               headers={"If-None-Match": etag} if etag else None)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
         if response.status_code == 304:
