@@ -171,6 +171,8 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             duration = measure_duration(synth.audio, synth.mime)
             meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
                     **({"format": line.fmt} if line.fmt else {}), "provider": provider_name, **synth.extra}
+            if synth.words:
+                meta["words"] = [w.as_meta() for w in synth.words]
             entry = store.put(line.key, synth.audio, synth.mime, duration, meta)
         except (UsageError, ProviderAuthError, ProviderUnreachable):  # every further line would fail too
             raise

@@ -44,13 +44,16 @@ class MockProvider:
         if seconds > MAX_SECONDS:
             raise ProviderError(f"the mock line would last {seconds / 3600:.1f} hours (at most 1): raise the rate")
         pcm = bytes(2 * round(seconds * SAMPLE_RATE))
+        from ..captions.words import estimate
+
+        words = estimate(text, len(pcm) / 2 / SAMPLE_RATE)  # the mock's own timing: by character count
         if self.format == "wav":
             from ..encode import pcm_to_wav
 
-            return Synthesis(pcm_to_wav(pcm, SAMPLE_RATE), "audio/wav")
+            return Synthesis(pcm_to_wav(pcm, SAMPLE_RATE), "audio/wav", words=words)
         from ..encode import pcm_to_mp3
 
-        return Synthesis(pcm_to_mp3(pcm, SAMPLE_RATE), "audio/mpeg")
+        return Synthesis(pcm_to_mp3(pcm, SAMPLE_RATE), "audio/mpeg", words=words)
 
     def cancel(self) -> None:
         """Nothing to stop: a line takes no time."""
