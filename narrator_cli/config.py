@@ -46,6 +46,12 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "minimax.format": (str, "NARRATOR_MINIMAX_FORMAT"),
     "minimax.timeout": ((int, float), "NARRATOR_MINIMAX_TIMEOUT"),
     "minimax.retries": (int, "NARRATOR_MINIMAX_RETRIES"),
+    "captions.format": (str, None),
+    "captions.gap": ((int, float), None),
+    "captions.max_chars": (int, None),
+    "captions.max_lines": (int, None),
+    "captions.max_seconds": ((int, float), None),
+    "captions.pause": ((int, float), None),
 }
 ALIASES = {"api_key": "elevenlabs.api_key"}
 CHOICES = {"provider": "NAMES", "format": "FORMATS"}  # settings whose values the providers package lists

@@ -65,14 +65,14 @@ def write(target: Target, entries: list[tuple[int, str, Entry]], total: int,
     if target.kind == "file":
         written = []
         for _, _, entry in entries:
-            written.append(_put(target.path, _audio_as(entry, SUFFIX_MIME.get(target.path.suffix.lower()))))
+            written.append(put(target.path, _audio_as(entry, SUFFIX_MIME.get(target.path.suffix.lower()))))
         return written
     try:
         target.path.mkdir(exist_ok=True)
     except OSError as exc:
         raise NarratorError(f"cannot make the folder {target.path}: {exc.strerror or exc}") from None
     width = max(2, len(str(total)))
-    return [_put(target.path / f"{number:0{width}d}-{slug(text) or entry.key}.{MIME_EXT[_mime(entry)]}",
+    return [put(target.path / f"{number:0{width}d}-{slug(text) or entry.key}.{MIME_EXT[_mime(entry)]}",
                  _audio_as(entry, None))
             for number, text, entry in entries]
 
@@ -111,7 +111,7 @@ def _audio_as(entry: Entry, wanted: str | None) -> bytes:
                      "(the cached audio is not converted to that type)")
 
 
-def _put(path: Path, data: bytes) -> Path:
+def put(path: Path, data: bytes) -> Path:
     """Write ``data`` at ``path`` (following a symlink): atomically for a regular file or a new name,
     straight through for a device or a pipe; never over a folder."""
     real = Path(os.path.realpath(path))

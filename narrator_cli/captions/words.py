@@ -41,6 +41,12 @@ def _opens(char: str) -> bool:
     return unicodedata.category(char) in ("Ps", "Pi")
 
 
+def _joins(char: str) -> bool:
+    """A mark or selector that belongs to the character before it (a dakuten, a variation selector)."""
+    return unicodedata.category(char).startswith("M") or 0xFE00 <= ord(char) <= 0xFE0F \
+        or 0xE0100 <= ord(char) <= 0xE01EF or char == "\u200d"
+
+
 def _punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
@@ -59,7 +65,8 @@ def spans(text: str) -> list[tuple[int, int]]:
             c = text[i]
             if i > start:
                 prev = text[i - 1]
-                split = (is_cjk(c) and not _opens(prev)) or (is_cjk(prev) and not _punctuation(c))
+                split = ((is_cjk(c) and not _opens(prev)) or (is_cjk(prev) and not _punctuation(c))) \
+                    and not _joins(c)
                 if split and not (_opens(prev) and all(_opens(x) for x in text[start:i])):
                     out.append((start, i))
                     start = i

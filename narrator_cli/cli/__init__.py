@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "scan": "project",
     "sync": "sync",
+    "captions": "captions",
 }
 
 

@@ -177,80 +177,11 @@ def check_scanned(path: Path | None, no_server: bool, as_json: bool, **options: 
 def speak_scanned(path: Path | None, force: bool, concurrency: int | None, no_server: bool, as_json: bool,
                   **options: Any) -> None:
     """``narrator speak --scan``: each scanned line with its own narrator's provider and key parameters."""
-    from collections import defaultdict
+    from .speak import summary
 
-    from .. import providers
-    from .. import resolve as core
-    from ..errors import ProviderAuthError
-    from ..project.scan import as_line
-    from .output import store_for, token_of
-    from .speak import format_result, summary
-
-    results: list = []
     try:
         settings, found = scan_project(path, concurrency=concurrency, **options)
-        store = store_for(settings)
-        groups: dict[tuple[str, tuple[str, ...]], list] = defaultdict(list)
-        for n in found.narrations:
-            if n.key is not None:
-                groups[(n.narrator.provider, tuple(n.narrator.params))].append(n)
-        if not groups:
-            raise UsageError(f"nothing to speak: no narration with a key in {found.root}")
-        remote = None
-        if settings.get("server") and not no_server:
-            from ..team import TeamCache
-
-            remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
-        where = {}  # key -> (file, line) of its first narration
-        fatal: NarratorError | None = None  # a provider that cannot start (no API key, ...): exit 2 at the end
-
-        def report(r: core.Result, name: str) -> None:
-            results.append(r)
-            for w in r.warnings:
-                warn(w)
-            if as_json:
-                file, line = where[r.line.key]
-                emit_row({**r.as_dict(name), "file": file, "line": line})
-            else:
-                print(format_result(r), flush=True)
-
-        try:
-            for (name, params), narrations in groups.items():
-                lines = [as_line(n) for n in narrations]
-                for n in narrations:
-                    where.setdefault(n.key, (n.file, n.line))
-                problem = _unspeakable(name, params, providers)
-                if name == "file":  # recordings: what is cached is used, the rest must be imported
-                    missing = []
-                    for n, line in zip(narrations, lines):
-                        entry = core.lookup(store, line)[0]
-                        if entry is not None:
-                            report(core.Result(line, "cached", entry), name)
-                        elif line.key not in {m.key for m in missing}:
-                            missing.append(line)
-                            warn(f"{n.file}:{n.line}: a recording of file narrator {n.narrator.name}; import it: "
-                                 f"narrator upload FILE --text {_quote(n.text)} --provider elevenlabs "
-                                 f"--voice {_quote(params[0])} --model {_quote(params[1])}")
-                    lines = missing
-                if problem is not None:
-                    for line in lines:
-                        report(core.Result(line, "failed", error=problem), name)
-                    continue
-                extra = {"concurrency": settings.get("concurrency"), "format": settings.get("format"),
-                         **settings.section(name)}
-                done = len(results)
-                try:
-                    core.resolve(store, lines, name, lambda n=name, e=extra: providers.load(n, e),
-                                 int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), remote)
-                except (UsageError, ProviderAuthError) as exc:  # this provider's lines only: the others go on
-                    fatal = fatal or exc
-                    reported = {r.line.key for r in results[done:]}
-                    for line in lines:
-                        if line.key not in reported:
-                            report(core.Result(line, "failed", error=str(exc)), name)
-        finally:
-            if remote:
-                remote.close()
+        results, fatal = speak_found(settings, found, force, no_server, as_json, sys.stdout)
         if not as_json:
             print(summary(results), file=sys.stderr)
         failed = [r for r in results if r.status == "failed"]
@@ -262,6 +193,85 @@ def speak_scanned(path: Path | None, force: bool, concurrency: int | None, no_se
         raise interrupted(exc) from None
     except NarratorError as exc:
         raise fail(exc) from None
+
+
+def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json: bool, rows_to: Any,
+                quiet: bool = False) -> tuple[list, NarratorError | None]:
+    """Resolve every keyed narration of a scan, grouped by narrator, reporting each on ``rows_to`` (``quiet``:
+    not the cached ones); the results, and the first error that stopped a whole provider (no API key, ...)."""
+    from collections import defaultdict
+
+    from .. import providers
+    from .. import resolve as core
+    from ..errors import ProviderAuthError
+    from ..project.scan import as_line
+    from .output import store_for, token_of
+    from .speak import format_result
+
+    results: list = []
+    store = store_for(settings)
+    groups: dict[tuple[str, tuple[str, ...]], list] = defaultdict(list)
+    for n in found.narrations:
+        if n.key is not None:
+            groups[(n.narrator.provider, tuple(n.narrator.params))].append(n)
+    if not groups:
+        raise UsageError(f"nothing to speak: no narration with a key in {found.root}")
+    remote = None
+    if settings.get("server") and not no_server:
+        from ..team import TeamCache
+
+        remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+    where = {}  # key -> (file, line) of its first narration
+    fatal: NarratorError | None = None  # a provider that cannot start (no API key, ...): exit 2 at the end
+
+    def report(r: core.Result, name: str) -> None:
+        results.append(r)
+        for w in r.warnings:
+            warn(w)
+        if as_json:
+            file, line = where[r.line.key]
+            emit_row({**r.as_dict(name), "file": file, "line": line})
+        elif not (quiet and r.status == "cached"):
+            print(format_result(r), file=rows_to, flush=True)
+
+    try:
+        for (name, params), narrations in groups.items():
+            lines = [as_line(n) for n in narrations]
+            for n in narrations:
+                where.setdefault(n.key, (n.file, n.line))
+            problem = _unspeakable(name, params, providers)
+            if name == "file":  # recordings: what is cached is used, the rest must be imported
+                missing = []
+                for n, line in zip(narrations, lines):
+                    entry = core.lookup(store, line)[0]
+                    if entry is not None:
+                        report(core.Result(line, "cached", entry), name)
+                    elif line.key not in {m.key for m in missing}:
+                        missing.append(line)
+                        warn(f"{n.file}:{n.line}: a recording of file narrator {n.narrator.name}; import it: "
+                             f"narrator upload FILE --text {_quote(n.text)} --provider elevenlabs "
+                             f"--voice {_quote(params[0])} --model {_quote(params[1])}")
+                lines = missing
+            if problem is not None:
+                for line in lines:
+                    report(core.Result(line, "failed", error=problem), name)
+                continue
+            extra = {"concurrency": settings.get("concurrency"), "format": settings.get("format"),
+                     **settings.section(name)}
+            done = len(results)
+            try:
+                core.resolve(store, lines, name, lambda n=name, e=extra: providers.load(n, e),
+                             int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), remote)
+            except (UsageError, ProviderAuthError) as exc:  # this provider's lines only: the others go on
+                fatal = fatal or exc
+                reported = {r.line.key for r in results[done:]}
+                for line in lines:
+                    if line.key not in reported:
+                        report(core.Result(line, "failed", error=str(exc)), name)
+    finally:
+        if remote:
+            remote.close()
+    return results, fatal
 
 
 def _unspeakable(name: str, params: tuple[str, ...], providers: Any) -> str | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, TextIO
 
 import typer
 
-from ..errors import Interrupted, NarratorError
+from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
     FileOpt,
     JsonOpt,
@@ -35,23 +35,26 @@ from .output import (
 
 
 def speak(
-    text: Annotated[Optional[list[str]], typer.Argument(help="Lines to speak, each one narration.",
+    text: Annotated[list[str] | None, typer.Argument(help="Lines to speak, each one narration.",
                                                         show_default=False)] = None,
     file: FileOpt = None,
     provider: ProviderOpt = None,
     voice: VoiceOpt = None,
     model: ModelOpt = None,
-    audio_format: Annotated[Optional[str], typer.Option("--format", help="Audio the offline voices write: mp3 or "
+    audio_format: Annotated[str | None, typer.Option("--format", help="Audio the offline voices write: mp3 or "
                                                         "wav \\[default: mp3].", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Regenerate even when cached.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Also copy the audio to this file, folder (several lines, "
+    out: Annotated[Path | None, typer.Option(help="Also copy the audio to this file, folder (several lines, "
                                                 "numbered in script order) or - (stdout).", show_default=False)] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=64, help="Provider calls at once "
+    concurrency: Annotated[int | None, typer.Option(min=1, max=64, help="Provider calls at once "
                                                        "\\[default: 4].", show_default=False)] = None,
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
     audio_path: PathOpt = None,
+    captions: Annotated[str | None, typer.Option("--captions", help="Also write srt, vtt or json captions next "
+                                                    "to each --out copy (intro.mp3 -> intro.srt).",
+                                                    show_default=False)] = None,
     scan: Annotated[bool, typer.Option("--scan", help="Speak the lines of the Motion Canvas project at TEXT (a "
                                        "folder or file; default: the project root), each with its own narrator.")
                     ] = False,
@@ -63,17 +66,13 @@ def speak(
 
     Example: narrator speak "Hello from narrator" --voice en-us --out hello.mp3
     """
-    from .. import resolve as core
-
     if scan:
         from .project import scan_target, speak_scanned
 
         speak_scanned(scan_target(text, file=file, provider=provider, voice=voice, model=model,
-                                  format=audio_format, out=out), force, concurrency, no_server, as_json,
+                                  format=audio_format, out=out, captions=captions), force, concurrency, no_server, as_json,
                       audio_path=audio_path, server=server, token=token)
         return
-    progress = None
-    done: list = []
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
                                 concurrency=concurrency, server=server, token=token, format=audio_format)
@@ -84,57 +83,16 @@ def speak(
             from .. import export
 
             target = export.plan(out, len(lines), sys.stdout.isatty(), as_json)
-        store = store_for(settings)
-        name = settings.provider
+        caption_kind = _caption_kind(captions, target, settings)
         rows_to = sys.stderr if target is not None and target.kind == "stdout" else sys.stdout  # stdout: the audio
-
-        def make_provider():  # type: ignore[no-untyped-def]
-            from .. import providers
-
-            return providers.load(name, {"concurrency": settings.get("concurrency"), "format": settings.get("format"),
-                                         **settings.section(name)})
-
-        if not as_json and len(lines) > 1 and sys.stderr.isatty():
-            progress = Progress(len(lines), "speaking", ("cached", "server", "generated", "failed"))
-
-        def on_result(r: core.Result) -> None:
-            done.append(r)
-            for w in r.warnings:
-                if progress:
-                    progress.print(f"narrator: warning: {w}")
-                else:
-                    warn(w)
-            if progress:
-                progress.advance(r.status)
-                if r.status == "failed":
-                    progress.print(format_result(r))
-            elif as_json:
-                emit_json(r.as_dict(name))
-            else:
-                print(format_result(r), file=rows_to, flush=True)
-
-        remote = None
-        if settings.get("server") and not no_server:
-            from ..team import TeamCache
-
-            remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
-        try:
-            results = core.resolve(store, lines, name, make_provider, int(settings.get("concurrency")),
-                                   force, on_result, remote)
-        finally:
-            if progress:
-                progress.stop()
-                for r in done:
-                    print(format_result(r), file=rows_to)
-            if remote:
-                remote.close()
-        if not as_json and len(lines) > 1:
-            print(summary(results), file=sys.stderr)
+        results = speak_lines(settings, lines, force, no_server, as_json, rows_to)
         if target is not None:
             from .. import export
 
             copies = [(n, r.line.text, r.entry) for n, r in enumerate(results, 1) if r.entry is not None]
             written = export.write(target, copies, len(results), sys.stdout.buffer)
+            if caption_kind:
+                _write_captions(caption_kind, settings, written, [(text, entry) for _, text, entry in copies])
             if target.kind == "folder":
                 print(f"narrator: copied {plural(len(written), 'file')} to {target.path}", file=sys.stderr)
             elif written:
@@ -149,6 +107,91 @@ def speak(
         raise stop from None
     except NarratorError as exc:
         raise fail(exc) from None
+
+
+def _caption_kind(captions: str | None, target: Any, settings: Any) -> str | None:
+    """The caption format ``--captions`` asks for, checked with the rules before anything is generated."""
+    if captions is None:
+        return None
+    from ..captions import script
+
+    if target is None or target.kind == "stdout":
+        raise UsageError("--captions writes caption files next to the --out copies: give --out a file or folder")
+    script.rules_and_gap(settings)
+    return script.caption_format(captions)
+
+
+def _write_captions(kind: str, settings: Any, written: list[Path], lines: list[tuple[str, Any]]) -> None:
+    """Captions of each copied line next to its copy, the same name with the caption extension."""
+    from ..captions import script
+    from ..export import put
+
+    rules, _ = script.rules_and_gap(settings)
+    estimated = 0
+    for path, (text, entry) in zip(written, lines):
+        timed, cues = script.timeline([(text, entry.key, entry.meta, entry.duration)], rules, 0.0)
+        estimated += timed[0].estimated
+        put(path.with_suffix("." + script.FORMATS[kind]), script.render(kind, timed, cues).encode())
+    if estimated:
+        warn(f"{plural(estimated, 'line')} had no word timings: estimated by character count")
+
+
+def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_json: bool, rows_to: TextIO,
+                quiet: bool = False) -> list:
+    """Resolve ``lines`` with the settings' provider and team server, reporting each line as it completes
+    (a row on ``rows_to``, or JSON, or a progress bar on a terminal) and a summary of several; the results
+    in order. ``quiet``: rows only for lines that were not already cached, and a summary only then."""
+    from .. import resolve as core
+
+    store = store_for(settings)
+    name = settings.provider
+    progress = None
+    done: list = []
+
+    def make_provider():  # type: ignore[no-untyped-def]
+        from .. import providers
+
+        return providers.load(name, {"concurrency": settings.get("concurrency"), "format": settings.get("format"),
+                                     **settings.section(name)})
+
+    if not as_json and len(lines) > 1 and sys.stderr.isatty():
+        progress = Progress(len(lines), "speaking", ("cached", "server", "generated", "failed"))
+
+    def on_result(r: core.Result) -> None:
+        done.append(r)
+        for w in r.warnings:
+            if progress:
+                progress.print(f"narrator: warning: {w}")
+            else:
+                warn(w)
+        if progress:
+            progress.advance(r.status)
+            if r.status == "failed":
+                progress.print(format_result(r))
+        elif as_json:
+            emit_json(r.as_dict(name))
+        elif not (quiet and r.status == "cached"):
+            print(format_result(r), file=rows_to, flush=True)
+
+    remote = None
+    if settings.get("server") and not no_server:
+        from ..team import TeamCache
+
+        remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+    try:
+        results = core.resolve(store, lines, name, make_provider, int(settings.get("concurrency")),
+                               force, on_result, remote)
+    finally:
+        if progress:
+            progress.stop()
+            for r in done:
+                if not (quiet and r.status == "cached"):
+                    print(format_result(r), file=rows_to)
+        if remote:
+            remote.close()
+    if not as_json and len(lines) > 1 and not (quiet and all(r.status == "cached" for r in results)):
+        print(summary(results), file=sys.stderr)
+    return results
 
 
 def format_result(r) -> str:  # type: ignore[no-untyped-def]

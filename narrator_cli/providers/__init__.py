@@ -23,6 +23,7 @@ DEFAULTS = {  # provider -> (default voice, default model): key parameters witho
     "mock": ("mock", str(mc.MOCK_WORDS_PER_MINUTE)),
 }
 FORMATS = ("mp3", "wav")  # what the offline voices write; MP3 is what the Motion Canvas plugin looks for
+WORD_TIMINGS = {"elevenlabs", "espeak", "mock"}  # providers whose audio comes with word timings
 FORMAT_KEYED = {"minimax"}  # providers whose key has the format as a third parameter (motion_canvas.FACTORIES)
 
 
@@ -30,6 +31,7 @@ class Synthesis(NamedTuple):
     audio: bytes
     mime: str
     extra: dict = {}  # request id, characters billed, ...; never mutated
+    words: list | None = None  # captions.words.Word for each word of the line, when the provider knows them
 
 
 class Provider(Protocol):
