@@ -8,29 +8,48 @@ context manager::
         ...  # point the client at fake.url, send fake.api_key
         fake.script(system_busy(retry_after=1), server_error())  # the next two requests
         fake.always(server_error())  # every request after the script (None: succeed again)
+        fake.script(timings("null-alignment"), raw_reply(b"not json"))  # a success without ``alignment``, junk
 
-Endpoint: ``POST /v1/text-to-speech/{voice_id}[?output_format=mp3_44100_128]``.
+Endpoints: ``POST /v1/text-to-speech/{voice_id}/with-timestamps[?output_format=mp3_44100_128]`` (what
+narrator calls) and ``POST /v1/text-to-speech/{voice_id}`` (the plain one: the audio itself).
 Normal handling, in order: the ``xi-api-key`` header must equal ``api_key``
 (else 401 ``invalid_api_key``); the JSON body needs a non-empty ``text`` and a
 ``model_id`` (else 422 in the API's validation shape); with ``max_concurrent``
 set, a request arriving while that many are being served gets 429
 ``too_many_concurrent_requests`` (what the real API does); then, after
-``latency`` seconds, 200 ``audio/mpeg`` with ``request-id`` and
-``character-cost`` headers and real MP3 frames whose duration grows with the
-text. Other paths answer 404.
+``latency`` seconds, 200 with ``request-id`` and ``character-cost`` headers and real MP3 (or Ogg Opus)
+frames whose duration grows with the text (``seconds_per_char``). The plain endpoint answers with the
+audio (``audio/mpeg``); with-timestamps answers JSON as the real API does::
+
+    {"audio_base64": "...", "alignment": {...} | null, "normalized_alignment": {...} | null}
+
+each alignment three parallel arrays ``characters``, ``character_start_times_seconds``,
+``character_end_times_seconds``. The spoken text is the input normalised: lower-cased, each run of ASCII
+digits spelled out ("77" -> "seventy-seven"); its characters are spread over the audio (a short lead-in
+and tail, longer slots for spaces and punctuation, so words are apart), and that is ``normalized_alignment``.
+``alignment`` holds the input's own characters, each piece taking the span of what it was spoken as (the
+two characters of "77" share the span of "seventy-seven"). Times are rounded to the millisecond and
+never go backwards; a word's characters follow each other with no gap. Which alignments a reply carries
+(``alignment=`` for every request, or ``timings(mode)`` for one): ``"both"`` (the default),
+``"null-alignment"``, ``"null-both"``, ``"ragged"`` (both present, arrays of different lengths) or
+``"non-numeric"`` (both present, times as strings). Other paths answer 404.
 
 A scripted reply replaces the normal handling of one request; a reply with
-status 200 means "handle normally", so ``slow(5)`` is a success that takes 5 s.
+status 200 means "handle normally", so ``slow(5)`` is a success that takes 5 s, unless it has ``raw``
+bytes (``raw_reply``), which are sent as they are, with its status.
 Every POST is logged in ``requests`` as a dict: method, path (still percent-encoded), query
 (dict), headers (lower-case names; ``xi-api-key`` shows as ``<redacted>``, the key
 itself is never logged), json (the parsed body or None), authorized (the key
 matched), status and reply_headers of the answer, start and end
-(``time.monotonic()``: arrival, and the moment the answer was about to be sent).
+(``time.monotonic()``: arrival, and the moment the answer was about to be sent), and for a 200 from
+with-timestamps, ``alignments``: the reply's ``alignment`` and ``normalized_alignment`` as sent.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -46,6 +65,8 @@ except ImportError:  # imported as part of a ``tests`` package
     from .audio_fixtures import make_mp3, make_ogg_opus  # type: ignore[no-redef]
 
 TTS_PREFIX = "/v1/text-to-speech/"
+TIMESTAMPS = "/with-timestamps"
+ALIGNMENTS = ("both", "null-alignment", "null-both", "ragged", "non-numeric")
 SECONDS_PER_CHAR = 0.06  # about what a narrator voice takes: "Hello there." -> 0.72 s
 MAX_SECONDS = 120.0
 
@@ -57,10 +78,25 @@ class Reply(NamedTuple):
     body: Any = None  # JSON body of an error reply
     headers: dict = {}
     delay: float = 0.0  # seconds to wait before answering (the request stays in flight)
+    alignment: str | None = None  # a normal with-timestamps success: which alignments it carries (ALIGNMENTS)
+    raw: bytes | None = None  # sent as the body, as it is (with ``status`` and ``headers``), instead of anything
 
 
 def success(delay: float = 0.0) -> Reply:
     return Reply(200, delay=delay)
+
+
+def timings(mode: str) -> Reply:
+    """A normal success whose with-timestamps reply carries the alignments ``mode`` says (see ALIGNMENTS)."""
+    if mode not in ALIGNMENTS:
+        raise ValueError(f"alignment mode {mode!r} is not one of {ALIGNMENTS}")
+    return Reply(200, alignment=mode)
+
+
+def raw_reply(data: bytes | str, status: int = 200, content_type: str = "application/json") -> Reply:
+    """Exactly these bytes as the answer (a malformed 200, say), whatever the request was."""
+    return Reply(status, headers={"Content-Type": content_type},
+                 raw=data.encode() if isinstance(data, str) else data)
 
 
 def slow(seconds: float, then: Reply | None = None) -> Reply:
@@ -168,14 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def send(self, status: int, body: Any = None, headers: dict | None = None, audio: bytes | None = None,
-             mime: str = "audio/mpeg") -> None:
-        data = audio if audio is not None else json.dumps(body).encode()
+    def send(self, status: int, body: Any = None, headers: dict | None = None, data: bytes | None = None) -> None:
+        """``data`` as it is (its type in ``headers``), else ``body`` as JSON."""
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        data = data if data is not None else json.dumps(body).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", mime if audio is not None else "application/json")
             self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
+            for name, value in headers.items():
                 self.send_header(name, str(value))
             self.end_headers()
             self.wfile.write(data)
@@ -188,8 +224,11 @@ class FakeElevenLabs:
     """The fake API server; see the module docstring."""
 
     def __init__(self, latency: float = 0.0, api_key: str = "test-key", max_concurrent: int | None = None,
-                 seconds_per_char: float = SECONDS_PER_CHAR, port: int = 0) -> None:
+                 seconds_per_char: float = SECONDS_PER_CHAR, port: int = 0, alignment: str = "both") -> None:
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment mode {alignment!r} is not one of {ALIGNMENTS}")
         self.latency = latency
+        self.alignment = alignment  # which alignments a with-timestamps success carries, unless scripted
         self.api_key = api_key
         self.max_concurrent = max_concurrent
         self.seconds_per_char = seconds_per_char
@@ -309,10 +348,13 @@ class FakeElevenLabs:
         try:
             if reply is not None and reply.delay > 0:
                 self._closing.wait(reply.delay)
+            if reply is not None and reply.raw is not None:
+                answer(reply.status, headers=reply.headers, data=reply.raw)
+                return
             if reply is not None and reply.status != 200:
                 answer(reply.status, reply.body, reply.headers)
                 return
-            self._respond(h, url, body, authorized, answer)
+            self._respond(url, body, authorized, answer, record, (reply and reply.alignment) or self.alignment)
         finally:
             if not answered:
                 self._leave(record, 500)
@@ -323,8 +365,11 @@ class FakeElevenLabs:
             record["end"] = time.monotonic()
             self._in_flight -= 1
 
-    def _respond(self, h: _Handler, url: Any, body: Any, authorized: bool, answer: Any) -> None:
-        if not url.path.startswith(TTS_PREFIX) or not url.path[len(TTS_PREFIX):].strip("/"):
+    def _respond(self, url: Any, body: Any, authorized: bool, answer: Any, record: dict, alignment: str) -> None:
+        voice = url.path[len(TTS_PREFIX):] if url.path.startswith(TTS_PREFIX) else ""
+        timestamps = voice.endswith(TIMESTAMPS)
+        voice = voice.removesuffix(TIMESTAMPS)
+        if not voice or "/" in voice:
             return answer(404, {"detail": "Not Found"})
         if not authorized:
             return answer(*unauthorized()[:2])
@@ -355,16 +400,101 @@ class FakeElevenLabs:
         finally:
             with self._lock:
                 self._serving -= 1
-        answer(200, headers={"request-id": uuid.uuid4().hex, "character-cost": len(text)}, audio=audio,
-               mime="audio/mpeg" if codec == "mp3" else "audio/ogg")
+        headers = {"request-id": uuid.uuid4().hex, "character-cost": len(text)}
+        if not timestamps:
+            return answer(200, headers={**headers, "Content-Type": "audio/mpeg" if codec == "mp3" else "audio/ogg"},
+                          data=audio)
+        record["alignments"] = timing = alignments(text, seconds, alignment)
+        reply = {"audio_base64": base64.b64encode(audio).decode("ascii"), **timing}
+        answer(200, headers=headers, data=json.dumps(reply).encode())
+
+
+# --- with-timestamps: what was spoken, and when ------------------------------------------
+
+ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_words(n: int) -> str:
+    """English words for 0 <= n < 10**9: 77 -> "seventy-seven"."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("-" + ONES[n % 10] if n % 10 else "")
+    for size, name in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
+        if n >= size:
+            rest = n % size
+            return f"{number_words(n // size)} {name}" + (f" {number_words(rest)}" if rest else "")
+    raise AssertionError(n)
+
+
+def spoken_pieces(text: str) -> list[tuple[str, str]]:
+    """(piece of the text, what it is spoken as): ASCII digit runs spelled out, every other character
+    lower-cased."""
+    out = []
+    for piece in re.findall(r"[0-9]+|.", text, re.DOTALL):
+        if piece.isdigit() and piece.isascii():
+            said = (number_words(int(piece)) if len(piece) <= 9 and (piece == "0" or piece[0] != "0")
+                    else " ".join(ONES[int(d)] for d in piece))
+        else:
+            said = piece.lower()
+        out.append((piece, said))
+    return out
+
+
+def _slot(char: str) -> float:
+    """How long a spoken character takes, in slots: a space or punctuation is a pause between words."""
+    if char.isspace():
+        return 0.6
+    if char in "-'":
+        return 0.3
+    return 2.0 if not char.isalnum() else 1.0
+
+
+def alignments(text: str, seconds: float, mode: str = "both") -> dict:
+    """``alignment`` and ``normalized_alignment`` of ``text`` spoken over ``seconds`` (see the module docstring)."""
+    pieces = spoken_pieces(text)
+    spoken = "".join(said for _, said in pieces)
+    lead = min(0.05, seconds * 0.05)
+    unit = (seconds - 2 * lead) / sum(_slot(c) for c in spoken)
+    starts, ends, t = [], [], lead
+    for c in spoken:
+        starts.append(round(t, 3))
+        t += _slot(c) * unit
+        ends.append(round(t, 3))
+    chars, own_starts, own_ends, j = [], [], [], 0
+    for piece, said in pieces:  # each piece of the text takes the span of what it was spoken as
+        lo, hi = starts[j], ends[j + len(said) - 1]
+        j += len(said)
+        for k, c in enumerate(piece):
+            chars.append(c)
+            own_starts.append(round(lo + (hi - lo) * k / len(piece), 3))
+            own_ends.append(round(lo + (hi - lo) * (k + 1) / len(piece), 3))
+    own = {"characters": chars, "character_start_times_seconds": own_starts, "character_end_times_seconds": own_ends}
+    normal = {"characters": list(spoken), "character_start_times_seconds": starts,
+              "character_end_times_seconds": ends}
+    if mode in ("ragged", "non-numeric"):
+        for a in (own, normal):
+            if mode == "ragged":
+                a["character_end_times_seconds"] = a["character_end_times_seconds"][:-1]
+            else:
+                a["character_start_times_seconds"] = [str(x) for x in a["character_start_times_seconds"]]
+    return {"alignment": None if mode in ("null-alignment", "null-both") else own,
+            "normalized_alignment": None if mode == "null-both" else normal}
 
 
 if __name__ == "__main__":  # a quick manual check: python tests/fake_elevenlabs.py
     import urllib.request
 
     with FakeElevenLabs() as fake:
-        req = urllib.request.Request(f"{fake.url}/v1/text-to-speech/v?output_format=mp3_44100_128", method="POST",
-                                     data=json.dumps({"text": "Hello there.", "model_id": "m"}).encode(),
-                                     headers={"xi-api-key": fake.api_key, "Content-Type": "application/json"})
+        req = urllib.request.Request(f"{fake.url}/v1/text-to-speech/v/with-timestamps?output_format=mp3_44100_128",
+                                     data=json.dumps({"text": "I have 77 cats.", "model_id": "m"}).encode(),
+                                     headers={"xi-api-key": fake.api_key, "Content-Type": "application/json"},
+                                     method="POST")
         with urllib.request.urlopen(req) as resp:
-            print(resp.status, resp.headers["Content-Type"], len(resp.read()), "bytes", fake.requests[0]["query"])
+            reply = json.loads(resp.read())
+            print(resp.status, resp.headers["Content-Type"], len(base64.b64decode(reply["audio_base64"])),
+                  "bytes of audio", fake.requests[0]["query"])
+            for name in ("alignment", "normalized_alignment"):
+                print(name, "".join(reply[name]["characters"]), reply[name]["character_start_times_seconds"][:4])

@@ -97,7 +97,7 @@ def test_success_stores_real_mp3_with_billing_metadata(fake, tmp_path):
     assert meta["provider"] == "elevenlabs" and meta["mimeType"] == "audio/mpeg"
 
     assert fake.request_count == 1
-    assert sent["path"] == f"/v1/text-to-speech/{VOICE}"
+    assert sent["path"] == f"/v1/text-to-speech/{VOICE}/with-timestamps"
     assert sent["query"] == {"output_format": "mp3_44100_128"}
     assert sent["authorized"] and "xi-api-key" in sent["headers"]
     assert sent["json"] == {"text": TEXT, "model_id": MODEL}
@@ -127,7 +127,7 @@ def test_voice_id_is_one_path_segment_and_model_is_sent(fake):
     finally:
         p.close()
     sent = fake.requests[0]
-    assert sent["path"] == "/v1/text-to-speech/a%2Fb%3Fc"
+    assert sent["path"] == "/v1/text-to-speech/a%2Fb%3Fc/with-timestamps"
     assert sent["json"]["model_id"] == "eleven_multilingual_v2"
 
 

@@ -162,7 +162,8 @@ def from_characters(text: str, chars: Sequence[str], starts: Sequence[float], en
 
     timed: list[tuple[float, float] | None] = [None] * len(text)
     spoken = [c.lower() for c in chars]
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, text.lower(), spoken, autojunk=False).get_opcodes():
+    written = [c.lower() for c in text]  # one item per character: "İ".lower() is two
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, written, spoken, autojunk=False).get_opcodes():
         if tag == "equal":
             for k in range(i2 - i1):
                 timed[i1 + k] = (float(starts[j1 + k]), float(ends[j1 + k]))
