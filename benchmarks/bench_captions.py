@@ -23,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from audio_fixtures import make_mp3  # noqa: E402
-from serve_process import port_of, start_serve  # noqa: E402
+from audio_fixtures import make_mp3
+from serve_process import port_of, start_serve
 
-from narrator_cli import protocol  # noqa: E402
-from narrator_cli.captions.words import estimate  # noqa: E402
-from narrator_cli.keys import cache_key  # noqa: E402
-from narrator_cli.store import Store  # noqa: E402
+from narrator_cli import protocol
+from narrator_cli.captions.words import estimate
+from narrator_cli.keys import cache_key
+from narrator_cli.store import Store
 
 CLI = [sys.executable, "-c", "from narrator_cli.cli import main; main()"]
 SENTENCE = "The quick brown fox jumps over the lazy dog while the narrator reads line number {n} aloud."

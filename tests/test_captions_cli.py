@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import srt
 import webvtt
-
 from audio_fixtures import make_mp3
+from serve_process import start_serve
+
 from narrator_cli.keys import cache_key
 from narrator_cli.store import Store
-from serve_process import start_serve
 
 SCRIPT = ["Hello there, and welcome.", "This line is a little longer than the first one.", "Goodbye!"]
 FIXTURE = Path(__file__).parent / "fixtures" / "mc_project"

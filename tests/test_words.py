@@ -47,7 +47,7 @@ def test_an_estimate_covers_the_line_in_order_by_character_count():
 
 def test_place_fills_unknown_words_between_known_neighbours():
     words = place("one two three four", [(0.5, 0.8), (None, None), (None, None), (2.0, 2.4)], 3.0)
-    assert [w.start for w in words][0] == 0.5 and words[3].start == 2.0
+    assert words[0].start == 0.5 and words[3].start == 2.0
     assert 0.8 <= words[1].start < words[2].start < 2.0  # after one's end, before four
     assert words[0].end == 0.8  # a known end is kept
     assert words[-1].end == 2.4

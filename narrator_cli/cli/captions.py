@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -27,29 +27,29 @@ from .output import (
     warn,
 )
 
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="srt, vtt or json \\[default: srt, or [captions] "
+FormatOpt = Annotated[str | None, typer.Option("--format", help="srt, vtt or json \\[default: srt, or [captions] "
                                                   "format].", show_default=False)]
-GapOpt = Annotated[Optional[float], typer.Option("--gap", help="Seconds between consecutive lines \\[default: 0].",
+GapOpt = Annotated[float | None, typer.Option("--gap", help="Seconds between consecutive lines \\[default: 0].",
                                                  show_default=False)]
-MaxCharsOpt = Annotated[Optional[int], typer.Option("--max-chars", help="Characters per caption line "
+MaxCharsOpt = Annotated[int | None, typer.Option("--max-chars", help="Characters per caption line "
                                                     "\\[default: 42].", show_default=False)]
-MaxLinesOpt = Annotated[Optional[int], typer.Option("--max-lines", help="Lines per cue \\[default: 2].",
+MaxLinesOpt = Annotated[int | None, typer.Option("--max-lines", help="Lines per cue \\[default: 2].",
                                                     show_default=False)]
-MaxSecondsOpt = Annotated[Optional[float], typer.Option("--max-seconds", help="Longest cue \\[default: 4].",
+MaxSecondsOpt = Annotated[float | None, typer.Option("--max-seconds", help="Longest cue \\[default: 4].",
                                                         show_default=False)]
-PauseOpt = Annotated[Optional[float], typer.Option("--pause", help="A pause longer than this starts a new cue "
+PauseOpt = Annotated[float | None, typer.Option("--pause", help="A pause longer than this starts a new cue "
                                                    "\\[default: 0.8].", show_default=False)]
 
 
 def captions(
-    text: Annotated[Optional[list[str]], typer.Argument(help="Lines, each one narration (with --scan: the project "
+    text: Annotated[list[str] | None, typer.Argument(help="Lines, each one narration (with --scan: the project "
                                                         "folder or file).", show_default=False)] = None,
     file: FileOpt = None,
     scan: Annotated[bool, typer.Option("--scan", help="The lines of the Motion Canvas project at TEXT (default: "
                                        "the project root), in the scan's order.")] = False,
     fmt: FormatOpt = None,
     gap: GapOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the captions to this file \\[default: stdout].",
+    out: Annotated[Path | None, typer.Option(help="Write the captions to this file \\[default: stdout].",
                                                 show_default=False)] = None,
     max_chars: MaxCharsOpt = None,
     max_lines: MaxLinesOpt = None,
