@@ -29,6 +29,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "audio_path": (str, "NARRATOR_AUDIO_PATH"),
     "concurrency": (int, "NARRATOR_CONCURRENCY"),
     "format": (str, "NARRATOR_FORMAT"),
+    "budget": (int, "NARRATOR_BUDGET"),  # the most characters a batch may bill (after the model's multiplier)
     "server": (str, "NARRATOR_SERVER"),
     "token": (str, "NARRATOR_TOKEN"),
     "serve.host": (str, "NARRATOR_SERVE_HOST"),

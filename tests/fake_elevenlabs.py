@@ -32,12 +32,13 @@ two characters of "77" share the span of "seventy-seven"). Times are rounded to 
 never go backwards; a word's characters follow each other with no gap. Which alignments a reply carries
 (``alignment=`` for every request, or ``timings(mode)`` for one): ``"both"`` (the default),
 ``"null-alignment"``, ``"null-both"``, ``"ragged"`` (both present, arrays of different lengths) or
-``"non-numeric"`` (both present, times as strings). Other paths answer 404.
+``"non-numeric"`` (both present, times as strings). The account's GET endpoints (voices, subscription,
+models, history and its audio) are ``fake_elevenlabs_account``'s, on ``fake.account``. Other paths answer 404.
 
 A scripted reply replaces the normal handling of one request; a reply with
 status 200 means "handle normally", so ``slow(5)`` is a success that takes 5 s, unless it has ``raw``
 bytes (``raw_reply``), which are sent as they are, with its status.
-Every POST is logged in ``requests`` as a dict: method, path (still percent-encoded), query
+Every request is logged in ``requests`` as a dict: method, path (still percent-encoded), query
 (dict), headers (lower-case names; ``xi-api-key`` shows as ``<redacted>``, the key
 itself is never logged), json (the parsed body or None), authorized (the key
 matched), status and reply_headers of the answer, start and end
@@ -61,8 +62,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 try:
     from audio_fixtures import make_mp3, make_ogg_opus
+    from fake_elevenlabs_account import Account
 except ImportError:  # imported as part of a ``tests`` package
     from .audio_fixtures import make_mp3, make_ogg_opus  # type: ignore[no-redef]
+    from .fake_elevenlabs_account import Account  # type: ignore[no-redef]
 
 TTS_PREFIX = "/v1/text-to-speech/"
 TIMESTAMPS = "/with-timestamps"
@@ -193,12 +196,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        self.server.fake._handle(self)
+        self.server.fake._handle(self, "POST")
 
     def do_GET(self) -> None:
-        self._drain()
-        status = 405 if self.path.startswith(TTS_PREFIX) else 404
-        self.send(status, {"detail": "Method Not Allowed" if status == 405 else "Not Found"})
+        if self.path.startswith(TTS_PREFIX):
+            self._drain()
+            self.send(405, {"detail": "Method Not Allowed"})
+        else:
+            self.server.fake._handle(self, "GET")
 
     def _drain(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -233,6 +238,7 @@ class FakeElevenLabs:
         self.max_concurrent = max_concurrent
         self.seconds_per_char = seconds_per_char
         self.port = port  # 0: any free port; else this one (say, one a test found refusing connections)
+        self.account = Account()  # voices, subscription, models, history: the GET endpoints
         self.requests: list[dict] = []  # one dict per request, in arrival order
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
@@ -317,7 +323,7 @@ class FakeElevenLabs:
         return peak
 
     # --- the request path --------------------------------------------------
-    def _handle(self, h: _Handler) -> None:
+    def _handle(self, h: _Handler, method: str) -> None:
         raw = h._drain()
         url = urlsplit(h.path)
         headers = {k.lower(): v for k, v in h.headers.items()}
@@ -328,7 +334,7 @@ class FakeElevenLabs:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = {"method": "POST", "path": url.path, "query": dict(parse_qsl(url.query)), "headers": headers,
+        record = {"method": method, "path": url.path, "query": dict(parse_qsl(url.query)), "headers": headers,
                   "json": body, "authorized": authorized, "status": None, "reply_headers": {},
                   "start": time.monotonic(), "end": None}
         with self._lock:
@@ -354,10 +360,22 @@ class FakeElevenLabs:
             if reply is not None and reply.status != 200:
                 answer(reply.status, reply.body, reply.headers)
                 return
-            self._respond(url, body, authorized, answer, record, (reply and reply.alignment) or self.alignment)
+            if method == "GET":
+                self._respond_get(url, authorized, answer)
+            else:
+                self._respond(url, body, authorized, answer, record, (reply and reply.alignment) or self.alignment)
         finally:
             if not answered:
                 self._leave(record, 500)
+
+    def _respond_get(self, url: Any, authorized: bool, answer: Any) -> None:
+        """The account endpoints (``fake_elevenlabs_account``), after ``latency``."""
+        if not authorized:
+            return answer(*unauthorized()[:2])
+        if self.latency > 0:
+            self._closing.wait(self.latency)
+        status, body, headers, data = self.account.answer(url.path, dict(parse_qsl(url.query)))
+        return answer(status, body, headers, data=data)
 
     def _leave(self, record: dict, status: int) -> None:
         with self._lock:

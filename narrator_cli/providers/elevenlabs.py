@@ -24,7 +24,7 @@ from ..audio import measure_duration
 from ..captions.words import Word, from_characters
 from ..errors import AudioError, ProviderError, UsageError
 from . import Synthesis, audio_format
-from .http_api import HttpApi, checked_host, checked_key, retry_after
+from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_FORMAT = "mp3_44100_128"
@@ -60,7 +60,7 @@ class ElevenLabsProvider(HttpApi):
         return self._call(lambda: self.client.post(path, params={"output_format": self.output_format}, json=body),
                           lambda resp: self._answer(resp, text))
 
-    def _answer(self, resp: httpx.Response, text: str) -> Synthesis | tuple[str, float | None]:
+    def _answer(self, resp: httpx.Response, text: str) -> Synthesis | Retry:
         return self._audio(resp, text) if resp.status_code == 200 else self._failure(resp)
 
     def _audio(self, resp: httpx.Response, text: str) -> Synthesis:
@@ -93,7 +93,7 @@ class ElevenLabsProvider(HttpApi):
             extra["characterCost"] = int(cost)
         return Synthesis(audio, self.mime, extra, timed_words(text, reply, duration))
 
-    def _failure(self, resp: httpx.Response) -> tuple[str, float | None]:
+    def _failure(self, resp: httpx.Response) -> Retry:
         """A retryable failure as (message, seconds to wait); raises for final ones."""
         status, detail = _detail(resp)
         code = resp.status_code
@@ -102,7 +102,7 @@ class ElevenLabsProvider(HttpApi):
         if code == 429 or code >= 500:
             if status == "too_many_concurrent_requests":
                 self.limit.lower()
-            return f"HTTP {code}{' ' + status if status else ''}{': ' + detail if detail else ''}", retry_after(resp)
+            return Retry(f"HTTP {code}{' ' + status if status else ''}{': ' + detail if detail else ''}", retry_after(resp))
         raise ProviderError(f"ElevenLabs refused the request ({code}){': ' + detail if detail else ''}")
 
     def close(self) -> None:

@@ -16,15 +16,22 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import httpx
 
 from ..errors import ProviderAuthError, ProviderError, ProviderUnreachable, UsageError
-from . import Synthesis
 
 UNREACHABLE_RETRY = 0.5  # seconds before the one retry of a connection that failed outright
 MAX_WAIT = 60.0  # seconds, the longest backoff or Retry-After honoured
-Answer = Synthesis | tuple[str, float | None]  # the audio, or a retryable failure: (message, seconds to wait)
+T = TypeVar("T")
+
+
+class Retry(NamedTuple):
+    """A failure worth another try: what to say if it is the last, and how long the API asks us to wait."""
+
+    message: str
+    wait: float | None = None
 
 
 def checked_key(api_key: str, service: str, where: str) -> str:
@@ -95,8 +102,9 @@ class HttpApi:
         self._cancelled = threading.Event()
         self._halt = threading.Event()  # cancelled, key refused or API unreachable: backoff waits end at once
 
-    def _call(self, send: Callable[[], httpx.Response], answer: Callable[[httpx.Response], Answer]) -> Synthesis:
-        """``send`` a request until ``answer`` makes audio of it, raises, or the retries run out."""
+    def _call(self, send: Callable[[], httpx.Response], answer: Callable[[httpx.Response], T | Retry]) -> T:
+        """``send`` a request until ``answer`` makes a result of it (audio, a page of the account's data),
+        raises, or the retries run out."""
         unreachable = 0  # attempts in a row whose connection failed outright
         failure = ""
         for attempt in range(self.retries + 1):
@@ -122,7 +130,7 @@ class HttpApi:
                 else:
                     unreachable = 0
                     result = answer(resp)
-                    if isinstance(result, Synthesis):
+                    if not isinstance(result, Retry):
                         return result
                     failure, wait = result
             if attempt == self.retries:

@@ -20,7 +20,7 @@ import httpx
 from ..errors import ProviderError
 from ..motion_canvas import MINIMAX_DEFAULTS, MINIMAX_ENDPOINT
 from . import Synthesis, minimax_format
-from .http_api import HttpApi, checked_host, checked_key, retry_after
+from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after
 
 FORMAT_MIME = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 RETRY_CODES = {1000, 1001, 1002, 1013, 1039}
@@ -67,13 +67,13 @@ class MinimaxProvider(HttpApi):
         body = request_body(text, voice_id, model_id, fmt)
         return self._call(lambda: self.client.post(self.endpoint, json=body), lambda resp: self._answer(resp, fmt))
 
-    def _answer(self, resp: httpx.Response, fmt: str) -> Synthesis | tuple[str, float | None]:
+    def _answer(self, resp: httpx.Response, fmt: str) -> Synthesis | Retry:
         """The audio, or a retryable failure as (message, seconds to wait); raises for final ones."""
         code = resp.status_code
         if code == 401:
             self._refuse("MiniMax rejected the API key (401)")
         if code == 429 or code >= 500:
-            return f"HTTP {code}", retry_after(resp)
+            return Retry(f"HTTP {code}", retry_after(resp))
         if code != 200:
             raise ProviderError(f"MiniMax refused the request (HTTP {code})")
         try:
@@ -87,7 +87,7 @@ class MinimaxProvider(HttpApi):
         if status in AUTH_CODES:
             self._refuse(f"MiniMax {AUTH_CODES[status]} ({status}{': ' + message if message else ''})")
         if status in RETRY_CODES:
-            return f"error {status}{': ' + message if message else ''}", retry_after(resp)
+            return Retry(f"error {status}{': ' + message if message else ''}", retry_after(resp))
         if status != 0:
             raise ProviderError(f"MiniMax error {status}{': ' + message if message else ''}")
         data = payload.get("data")

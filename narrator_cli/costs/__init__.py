@@ -1,0 +1,1 @@
+"""What narration costs: accounts, estimates, budgets and what the cache saved."""
