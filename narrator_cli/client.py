@@ -330,11 +330,12 @@ class Client:
         return batch.replies  # type: ignore[return-value]  # all filled: left == 0
 
     # --- the events ---------------------------------------------------------------------
-    def check(self, keys: list[str]) -> dict[str, dict | None]:
-        """key -> the server's audio-exists data, or None; all keys in flight at once."""
+    def check(self, keys: list[str], use: bool = False) -> dict[str, dict | None]:
+        """key -> the server's audio-exists data, or None; all keys in flight at once. ``use``: the lines
+        found will be served from the server (a download), so the server counts them as hits."""
         for key in keys:
             check_key(key)  # also what makes check_message safe to build by formatting
-        batch = self._requests("check", [(key, protocol.check_message(key)) for key in keys])
+        batch = self._requests("check", [(key, protocol.check_message(key, use)) for key in keys])
         try:
             replies = self._wait(batch, "check", keys, self.timeout)
         except KeyboardInterrupt:

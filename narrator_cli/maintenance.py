@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .costs import ledger
 from .errors import UsageError
 from .store import Entry, Scan, Store
 
@@ -22,6 +22,9 @@ _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 MAX_AGE = 100 * 365 * 86400.0  # older than any file time a cache can hold: beyond it, a typo
 MAX_SIZE = 10**15  # 1 PB: beyond any disk, so a typo (and far from a float's overflow)
+
+
+as_count = ledger.as_count  # where callers have always found it
 
 
 def parse_age(text: str) -> float:
@@ -62,17 +65,12 @@ def _shown(text: str) -> str:
 
 
 def stats(store: Store) -> dict:
-    """What the cache holds; ``exists`` is False when there is no cache folder yet."""
+    """What the cache holds, what it was billed and what its hits saved; ``exists`` is False when there is no
+    cache folder yet."""
     scan = store.scan()
-    groups: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    total: Counter = Counter()
-    for e in scan.entries:
-        row = groups[(str(e.meta.get("voiceId", "?")), str(e.meta.get("modelId", "?")))]
-        for c in (row, total):
-            c["entries"] += 1
-            c["bytes"] += e.disk_size
-            c["duration"] += e.duration
-            c["characters"] += as_count(e.meta.get("characterCost"))
+    hits, _ = store.read_hits()
+    total, groups = ledger.tally(scan.entries, hits)
+    costs = ledger.summary(total, groups)
     created = sorted(str(e.meta.get("createdAt", "")) for e in scan.entries if e.meta.get("createdAt"))
     return {
         "path": str(store.root),
@@ -80,17 +78,15 @@ def stats(store: Store) -> dict:
         "entries": total["entries"],
         "bytes": total["bytes"],
         "duration": round(total["duration"], 3),
-        "charactersBilled": total["characters"],
+        "charactersBilled": costs["charactersBilled"],
+        "hits": costs["hits"],
+        "charactersSaved": costs["charactersSaved"],
         "oldest": created[0] if created else None,
         "newest": created[-1] if created else None,
         "broken": len(scan.broken),
         "temporary": len(scan.temporary),
         "brokenBytes": sum(_size(p) for p in (*scan.broken, *scan.temporary)),  # what cleanup frees besides entries
-        "byVoice": [
-            {"voiceId": v, "modelId": m, "entries": c["entries"], "bytes": c["bytes"],
-             "duration": round(c["duration"], 3), "charactersBilled": c["characters"]}
-            for (v, m), c in sorted(groups.items(), key=lambda kv: -kv[1]["bytes"])
-        ],
+        "byVoice": costs["byVoice"],
     }
 
 
@@ -123,7 +119,8 @@ class Cleanup:
 
 def cleanup(store: Store, older_than: float | None = None, max_size: int | None = None,
             dry_run: bool = False, now: float | None = None) -> Cleanup:
-    """Remove broken parts, entries unused for ``older_than`` seconds, then LRU until ``max_size``.
+    """Remove broken parts, entries unused for ``older_than`` seconds, then LRU until ``max_size``; then
+    the hits log keeps only the lines of entries that remain, merged one per key.
 
     An entry's age is the time since its last use (creation or cache hit).
     """
@@ -173,6 +170,8 @@ def _cleanup(store: Store, scan: Scan, older_than: float | None, max_size: int |
     result.broken = [p.name for p in scan.broken if remove([p]) is None]
     result.temporary = [p.name for p in scan.temporary if remove([p]) is None]
     result.remaining_entries, result.remaining_bytes = len(keep), size
+    if not dry_run:
+        store.rewrite_hits({e.key for e in keep})  # the hits of entries gone go too: they can save nothing now
     return result
 
 
@@ -181,8 +180,3 @@ def _size(path: Path) -> int:
         return os.lstat(path).st_size
     except OSError:
         return 0
-
-
-def as_count(value: object) -> int:
-    """A whole number from JSON someone else wrote (metadata, a server's reply); 0 for anything else."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

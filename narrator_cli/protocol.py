@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from . import __version__
 from .audio import MIME_ALIASES  # the plugin accepts audio/mp3 too; we store the standard name
+from .costs.ledger import HitCounter
 from .keys import is_key
 from .motion_canvas import PLUGIN_MIME_TYPES
 from .store import META_SUFFIX, MIME_EXT, Entry, Staged, Store
@@ -119,9 +120,14 @@ _CHECK_LEN = len(_CHECK_MESSAGE % ("0" * 8))
 REPLY_HEAD = re.compile(rb'\{"type":"custom","event":"([a-z:-]+)","data":\{"cacheKey":"([0-9a-f]{8})"')
 
 
-def check_message(key: str) -> str:
-    """``encode(CHECK_AUDIO, {"cacheKey": key})`` for a valid key, without ``json.dumps``."""
-    return _CHECK_MESSAGE % key
+def check_message(key: str, use: bool = True) -> str:
+    """``encode(CHECK_AUDIO, {"cacheKey": key})`` for a valid key, without ``json.dumps``. ``use=False``
+    adds ``"use": false``: a question (``check``, ``upload``, a dry run) that serves no line, so the server does
+    not count it as a hit (the Motion Canvas plugin ignores the field)."""
+    return _CHECK_MESSAGE % key if use else _PEEK_MESSAGE % key
+
+
+_PEEK_MESSAGE = '{"type":"custom","event":"%s","data":{"cacheKey":"%%s","use":false}}' % CHECK_AUDIO
 _HOLE_TEXT = "\x00narrator-data-url"
 _HOLE = json.dumps(_HOLE_TEXT).encode()
 
@@ -269,6 +275,8 @@ class Index:
         self.store = store
         self.entries: dict[str, Entry] = {}
         self._used: dict[str, float] = {}  # key -> a use newer than its entry's mtime, not yet on disk
+        self.hits = HitCounter(store)  # check-audio hits, appended to the hits log at most once per TOUCH_EVERY
+        self._hits_due = time.time() + TOUCH_EVERY
         self.changes = Changes()
         self.reload()
 
@@ -347,7 +355,8 @@ class Index:
         return entry
 
     def use(self, entry: Entry) -> None:
-        """Record a use for LRU eviction: in memory every time, on disk at most once a minute per entry."""
+        """Record a use for LRU eviction: in memory every time, on disk at most once a minute per entry
+        (and the hits counted meanwhile, at most once a minute in all)."""
         now = time.time()
         if now - entry.mtime > TOUCH_EVERY:
             self.store.touch(entry)
@@ -355,13 +364,22 @@ class Index:
             self._used.pop(entry.key, None)
         else:
             self._used[entry.key] = now
+        if now >= self._hits_due:
+            self._hits_due = now + TOUCH_EVERY
+            self.hits.flush()
+
+    def hit(self, entry: Entry) -> None:
+        """A check answered with the audio: a use, and a hit (a line not paid for again)."""
+        self.hits.add(entry.key)
+        self.use(entry)
 
     def last_use(self, entry: Entry) -> float:
         return max(entry.mtime, self._used.get(entry.key, 0.0))
 
     def flush(self) -> None:
         """Write the uses only memory knows to the disk, so a cleanup that reads file times
-        (and the next start) sees the same order."""
+        (and the next start) sees the same order; and the hits, to the hits log."""
+        self.hits.flush()
         for key, when in list(self._used.items()):
             entry = self.entries.get(key)
             if entry is not None and when > entry.mtime:
@@ -537,7 +555,8 @@ class Handler:
         entry = self.index.get(key)
         if entry is None:
             return encode(AUDIO_NOT_FOUND, {"cacheKey": key})
-        self.index.use(entry)
+        if data.get("use") is not False:
+            self.index.hit(entry)
         cached = self._replies.get(key)
         if cached is None or cached[0] is not entry.meta:  # an entry's metadata object changes when it is rewritten
             if len(self._replies) >= CACHED_REPLIES:  # keys come and go: start again rather than grow forever

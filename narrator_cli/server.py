@@ -282,10 +282,13 @@ class Server:
         if request.target.startswith(protocol.AUDIO_PREFIX):
             return await self._audio(request, writer, cors, dog)
         if path == "/__narrator-health":
+            from .costs import ledger
+
             self.index.sync()
+            costs = ledger.report(list(self.index.entries.values()), self.index.hits.counts())
             await self._send(writer, 200, {"status": "ok", "version": __version__,
-                                           "entries": len(self.index.entries), "bytes": self.index.total_size()},
-                             cors, head=request.method == "HEAD")
+                                           "entries": len(self.index.entries), "bytes": self.index.total_size(),
+                                           **costs}, cors, head=request.method == "HEAD")
             return True
         if path == protocol.INDEX_PATH:
             return await self._listing(request, writer, cors)

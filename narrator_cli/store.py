@@ -10,6 +10,9 @@ and then renamed. The commit (the two renames) holds an exclusive ``flock`` on
 the folder itself, so concurrent writers of one key end with one consistent
 entry, and a process killed at any instant leaves at worst an orphan that
 readers ignore and ``cleanup`` removes.
+
+Besides entries the folder holds the hits log (``HITS_NAME``): a dot name, so the
+plugin, ``scan`` and ``cleanup`` pass it by as they pass any name of no entry.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ SERVER_FIELDS = ("cacheKey", "fileName", "fileSize", "mimeType", "duration", "cr
 _AUDIO_RE = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
 _META_RE = re.compile(r"([0-9a-f]{8})\.meta\.json")
 _AUDIO_SUFFIXES = {f".{ext}" for ext in MIME_EXT.values()}
+# The hits log: ``{count} {key}`` lines, appended (each write starts with a newline, so a line torn by a crash ends
+# there and is skipped, never glued to the next), rewritten only by ``rewrite_hits``. The key is last and of fixed
+# length, so no torn prefix of a line reads as a line.
+HITS_NAME = ".narrator-hits"
+_HIT_RE = re.compile(rb"([1-9][0-9]{0,17}) ([0-9a-f]{8})")
+_HITS_OPEN = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+              | getattr(os, "O_CLOEXEC", 0))
 # what makes one entry a miss (absent, damaged, a folder where a file should be); any other OSError is the cache's
 _BROKEN = (FileNotFoundError, IsADirectoryError, ValueError, RecursionError)
 
@@ -83,6 +93,15 @@ class Scan(NamedTuple):
     missing: bool = False  # no cache folder yet
 
 
+class HitsMark(NamedTuple):
+    """How far the hits log was read: the file (device, inode) and the offset after its last whole line."""
+
+    dev: int
+    ino: int
+    offset: int
+    whole: bool  # the read started at the beginning: its counts replace, not add to, what was read before
+
+
 class Removed(NamedTuple):
     """What ``Store.remove`` did: bytes freed, and the part it could not remove with why (None: all went)."""
 
@@ -107,6 +126,18 @@ def meta_holds(meta: dict, text: str, voice_id: str, model_id: str, fmt: str | N
         and meta.get("modelId", model_id) == model_id
         and (fmt is None or meta.get("format", fmt) == fmt)
     )
+
+
+def parse_hits(data: bytes, into: dict[str, int]) -> int:
+    """Add the hits of each whole, well-formed ``{count} {key}`` line of ``data`` to ``into``; the bytes
+    read (up to the last newline: a line still being written waits, one torn is skipped)."""
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].split(b"\n"):
+        m = _HIT_RE.fullmatch(line)
+        if m is not None:
+            key = m.group(2).decode()
+            into[key] = into.get(key, 0) + int(m.group(1))
+    return end
 
 
 def check_key(key: str) -> str:
@@ -253,6 +284,117 @@ class Store:
             if _AUDIO_RE.fullmatch(name) and name not in claimed:
                 result.broken.append(self.root / name)
         return result
+
+    # --- the hits log --------------------------------------------------------
+    @property
+    def hits_path(self) -> Path:
+        return self.root / HITS_NAME
+
+    def record_hits(self, counts: dict[str, int]) -> bool:
+        """Append ``counts`` (key -> hits) to the hits log in one ``O_APPEND`` write, so concurrent
+        writers never interleave within a line; False when it could not (no folder, read-only, not a file).
+
+        A shared ``flock`` keeps the write off a log that ``rewrite_hits`` is replacing: a write that
+        waited for one finds its file unlinked (``st_nlink`` 0) and goes to the new log instead. Never
+        creates the cache folder, and never fails a command: the log is a statistic."""
+        lines = "".join(f"{n} {key}\n" for key, n in counts.items() if n > 0)
+        if not lines:
+            return True
+        data = f"\n{lines}".encode()
+        try:
+            import fcntl
+        except ImportError:  # Windows: appends are still whole, only a rewrite may lose one
+            fcntl = None  # type: ignore[assignment]
+        for _ in range(3):
+            try:
+                fd = os.open(self.hits_path, _HITS_OPEN, 0o644)
+            except OSError:
+                return False
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return False
+                if st.st_nlink == 0:  # replaced while we waited for the lock
+                    continue
+                return os.write(fd, data) == len(data)
+            except OSError:
+                return False
+            finally:
+                os.close(fd)
+        return False
+
+    def read_hits(self, since: HitsMark | None = None) -> tuple[dict[str, int], HitsMark | None]:
+        """Hits per key in the log, and how far it was read: only those after ``since`` when it marks this
+        same file (a rewrite replaces the file, and then all are read: the mark says ``whole``).
+        Only whole lines count; a torn or garbage line is skipped. No log, or an unreadable one: nothing, no mark."""
+        counts: dict[str, int] = {}
+        try:
+            fd = os.open(self.hits_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            return counts, None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return counts, None
+            start = 0
+            if since is not None and (since.dev, since.ino) == (st.st_dev, st.st_ino) and since.offset <= st.st_size:
+                start = since.offset
+            chunks = []
+            os.lseek(fd, start, os.SEEK_SET)
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        except OSError:
+            return counts, None
+        finally:
+            os.close(fd)
+        used = parse_hits(b"".join(chunks), counts)
+        return counts, HitsMark(st.st_dev, st.st_ino, start + used, start == 0)
+
+    def rewrite_hits(self, keep: set[str]) -> None:
+        """Drop the log's lines of keys not in ``keep`` and merge the rest, one line per key (temporary file
+        and rename; no log left when nothing stays). Hold ``locked()``; appends wait on the log's own lock."""
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+        path = self.hits_path
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:  # none, or not ours to touch (a symlink)
+            return
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink == 0:
+                return
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            counts: dict[str, int] = {}
+            parse_hits(data, counts)
+            new = "".join(f"{n} {key}\n" for key, n in counts.items() if key in keep).encode()
+            if new == data:
+                return
+            if os.lstat(path).st_ino != st.st_ino:  # not the file we read: leave it
+                return
+            if not new:
+                path.unlink()
+                return
+            staged = Staged(self.root)
+            try:
+                staged.write(new)
+                staged.close()
+                os.replace(staged.path, path)
+            finally:
+                staged.discard()
+        except OSError:
+            return
+        finally:
+            os.close(fd)
 
     # --- writing -----------------------------------------------------------
     def put(self, key: str, audio: bytes, mime: str, duration: float, meta: dict | None = None) -> Entry:

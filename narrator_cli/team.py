@@ -153,12 +153,13 @@ class TeamCache:
                 self._connected = True
         return self.client
 
-    def check(self, lines: list) -> dict[str, dict]:
+    def check(self, lines: list, use: bool = True) -> dict[str, dict]:
+        """``use``: the lines found will be downloaded (the server counts them as hits); False for a question."""
         client = self._ready()
         if client is None:
             return {}
         try:
-            replies = client.check(list(dict.fromkeys(line.key for line in lines)))
+            replies = client.check(list(dict.fromkeys(line.key for line in lines)), use=use)
         except Interrupted:
             raise KeyboardInterrupt from None  # Ctrl-C stops the run; it is no reason to go on without the server
         except NarratorError as exc:

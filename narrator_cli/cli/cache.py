@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -28,7 +28,8 @@ SHOWN_FAILURES = 10  # parts named one per line when cleanup cannot remove them;
 
 def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt = None,
           as_json: JsonOpt = False) -> None:
-    """What the cache holds: entries, size (audio and metadata), duration, voices, characters billed, broken parts.
+    """What the cache holds: entries, size (audio and metadata), duration, voices, characters billed and saved
+    by cache hits, broken parts.
 
     Example: narrator stats --json
     """
@@ -44,6 +45,10 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
                 print(f"{server}: narrator serve {health.get('version')}, "
                       f"{plural(as_count(health.get('entries')), 'entry')}, "
                       f"{human_size(as_count(health.get('bytes')))}")
+                if "charactersSaved" in health:  # older servers do not count
+                    from rich.console import Console
+
+                    _print_costs(health, Console(soft_wrap=True, highlight=False), billed=True)
             return
         report = compute(store_for(settings_for(audio_path=audio_path)))
     except NarratorError as exc:
@@ -56,7 +61,6 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
         return
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = Console(soft_wrap=True, highlight=False)
     console.print(f"[bold]{escape(report['path'])}[/]: {plural(report['entries'], 'entry')}, "
@@ -64,16 +68,41 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
                   f"{plural(report['charactersBilled'], 'character')} billed")
     if report["entries"]:
         console.print(f"oldest {report['oldest']}, newest {report['newest']}")
-        table = Table("voice", "model", "entries", "size", "duration", "characters")
-        for row in report["byVoice"]:
-            table.add_row(escape(row["voiceId"]), escape(row["modelId"]), f"{row['entries']:,}",
-                          human_size(row["bytes"]), f"{row['duration']:.1f} s", f"{row['charactersBilled']:,}")
-        console.print(table)
+        _print_costs(report, console)
     if report["broken"] or report["temporary"]:
         console.print(f"[yellow]{plural(report['broken'], 'broken part')} and "
                       f"{plural(report['temporary'], 'stray temporary file')} ({human_size(report['brokenBytes'])}): "
                       "run `narrator cleanup` to remove them[/]")
 
+
+def _print_costs(report: dict, console: Any, billed: bool = False) -> None:
+    """What hits saved (and, for a server, what was billed), then the table per voice and model.
+    ``report`` may be a server's reply: every field is checked as it is read."""
+    from rich.markup import escape
+    from rich.table import Column, Table
+
+    from ..maintenance import as_count
+
+    head = f"{plural(as_count(report.get('charactersBilled')), 'character')} billed; " if billed else ""
+    console.print(f"{head}{plural(as_count(report.get('hits')), 'cache hit')} saved "
+                  f"{plural(as_count(report.get('charactersSaved')), 'character')}")
+    voices = [r for r in report.get("byVoice") or [] if isinstance(r, dict)]
+    if not voices:
+        return
+    if not console.is_terminal:  # a pipe or a file: whole rows, not the 80 columns rich assumes
+        console.width = max(console.width, 160)
+    figures = [Column(name, justify="right", no_wrap=True)
+               for name in ("entries", "size", "duration", "billed", "hits", "saved")]
+    table = Table(Column("voice", overflow="fold"), Column("model", overflow="fold"),
+                  *figures)  # ids folded on a narrow terminal, never cut: they are what a user looks up
+    for row in voices:
+        duration = row.get("duration")
+        seconds = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else 0.0
+        table.add_row(escape(str(row.get("voiceId"))), escape(str(row.get("modelId"))),
+                      f"{as_count(row.get('entries')):,}", human_size(as_count(row.get("bytes"))),
+                      f"{seconds:.1f} s", f"{as_count(row.get('charactersBilled')):,}",
+                      f"{as_count(row.get('hits')):,}", f"{as_count(row.get('charactersSaved')):,}")
+    console.print(table)
 
 
 def cleanup(
