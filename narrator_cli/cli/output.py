@@ -114,10 +114,28 @@ def read_script(path: Path) -> list[str]:
 
 
 def texts_to_lines(settings: Any, texts: list[str]) -> list:
+    """The lines, keyed; an ElevenLabs voice name (``--voice Rachel``) becomes its voice id first, said once
+    (and the settings then hold the id). Everything is checked before the voices list is looked at."""
     from .. import resolve as core
     from ..providers import line_params
 
-    return core.plan(texts, *line_params(settings))
+    params = line_params(settings)
+    lines = core.plan(texts, *params)
+    voice = params[0]
+    # costs.voices.looks_like_id, inlined: an id (or another provider) imports nothing more on a cache hit
+    if settings.provider != "elevenlabs" or (len(voice) >= 20 and voice.isascii() and voice.isalnum()):
+        return lines
+    from ..costs.voices import resolve_voice
+
+    resolved = resolve_voice(settings, voice)
+    if resolved.warning:
+        warn(str(resolved.note))
+    elif resolved.note:
+        print(f"narrator: {resolved.note}", file=sys.stderr)
+    if resolved.voice_id == voice:
+        return lines
+    settings.values["voice"] = resolved.voice_id
+    return core.plan(texts, resolved.voice_id, *params[1:])
 
 
 class Progress:

@@ -9,10 +9,6 @@ day in the user's cache folder (per API URL; it holds no secret).
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import httpx
@@ -20,9 +16,9 @@ import httpx
 from ..errors import ProviderError
 from ..providers.elevenlabs import DEFAULT_BASE_URL, ElevenLabsProvider
 from ..providers.http_api import Retry
+from .kept import DAY, kept_for_a_day  # noqa: F401 - also this module's API
 
 MODELS_CACHE = "elevenlabs-models.json"
-DAY = 86_400.0
 PAGE_SIZE = 1000  # the most the history endpoint gives per page
 
 
@@ -168,29 +164,6 @@ def open_account(settings: Any) -> Account:
                    timeout=float(section.get("timeout", 30.0)),  # type: ignore[arg-type]
                    retries=int(section.get("retries", 4)),  # type: ignore[call-overload]
                    concurrency=int(section.get("concurrency", 8)))  # type: ignore[call-overload]
-
-
-def kept_for_a_day(name: str, key: str, fetch: Callable[[], Any], max_age: float = DAY) -> tuple[Any, bool]:
-    """(value, fresh): what ``fetch`` gave within ``max_age`` for ``key`` (kept in the user's cache folder),
-    else a new fetch, kept. A cache that cannot be read or written is simply not used."""
-    from ..config import user_cache_path
-
-    path = user_cache_path() / name
-    try:
-        kept = json.loads(path.read_text())
-        if kept.get("key") == key and 0 <= time.time() - float(kept["at"]) < max_age:
-            return kept["value"], False
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    value = fetch()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "at": time.time(), "value": value}))
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return value, True
 
 
 def model_multipliers(settings: Any) -> dict[str, float]:

@@ -20,6 +20,7 @@ import difflib
 import math
 import threading
 from bisect import bisect_right
+from typing import NamedTuple
 
 from ..captions.words import Word, place, spans
 from ..errors import ProviderError, UsageError
@@ -217,6 +218,41 @@ def voice_names(lib: ctypes.CDLL) -> list[str]:
         identifier = voices[i].contents.identifier or b""
         names.append(identifier.decode(errors="replace").rsplit("/", 1)[-1])
     return names
+
+
+class InstalledVoice(NamedTuple):
+    voice_id: str  # the short name, as ``voice_names`` gives it (``en-US``): what --voice takes
+    name: str  # what espeak-ng calls it (``English (America)``)
+    languages: list[str]  # most preferred first (``en-us``, ``en``)
+    gender: str  # "male", "female" or ""
+
+
+def installed_voices() -> list[InstalledVoice]:
+    """Every installed voice with its languages, read from the library (``narrator voices``)."""
+    with _lock:
+        lib = _load().lib
+        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        voices = lib.espeak_ListVoices(None)
+        found: list[InstalledVoice] = []
+        for i in range(10_000):  # a NULL-terminated array
+            if not voices or not voices[i]:
+                break
+            voice = voices[i].contents
+            identifier = (voice.identifier or b"").decode(errors="replace")
+            found.append(InstalledVoice(identifier.rsplit("/", 1)[-1], (voice.name or b"").decode(errors="replace"),
+                                        _languages(voice.languages), {1: "male", 2: "female"}.get(voice.gender, "")))
+    return found
+
+
+def _languages(address: int | None) -> list[str]:
+    """espeak_VOICE.languages: (priority byte, NUL-terminated language) pairs, ended by a zero priority byte."""
+    out: list[str] = []
+    while address and len(out) < 100 and ctypes.string_at(address, 1) != b"\0":
+        language = ctypes.string_at(address + 1)
+        out.append(language.decode(errors="replace"))
+        address += len(language) + 2
+    return out
 
 
 def _unknown_voice(lib: ctypes.CDLL, voice_id: str) -> UsageError:
