@@ -8,9 +8,10 @@ character_limit, next_character_count_reset_unix, status, ... ``GET /v1/models``
 "has_more"}``, newest first, paged with ``page_size`` (1 to 1000, default 100; else 422) and
 ``start_after_history_item_id`` (an unknown id: 400), filtered by ``voice_id``, ``model_id``,
 ``date_after_unix`` (inclusive) and ``source``. ``GET /v1/history/{id}/audio`` -> the item's audio bytes
-(404 for an unknown id). Every one needs the API key (401 otherwise) and takes scripted replies like the
-POSTs (``fake.script(system_busy(retry_after=1))`` answers the next request, whichever it is), and
-``latency`` applies to each.
+(404 for an unknown id, and for an id in ``fake.account.missing_audio``; bytes that are not audio, still
+labelled as the item's type, for an id in ``fake.account.broken_audio``). Every one needs the API key (401
+otherwise) and takes scripted replies like the POSTs (``fake.script(system_busy(retry_after=1))`` answers the
+next request, whichever it is), and ``latency`` applies to each.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class Account:
             "currency": "usd", "billing_period": "monthly_period"}
         self.history: list[HistoryItem] = []  # newest first, as the API lists it
         self._audio: dict[str, bytes] = {}
+        self.missing_audio: set[str] = set()  # history item ids whose audio answers 404
+        self.broken_audio: set[str] = set()  # history item ids whose audio is bytes that do not play
         self._lock = threading.Lock()
 
     def add_history(self, text: str, voice_id: str = "21m00Tcm4TlvDq8ikWAM",
@@ -133,7 +136,9 @@ class Account:
         if path.startswith(HISTORY_PREFIX + "/") and path.endswith("/audio"):
             item_id = path[len(HISTORY_PREFIX) + 1:-len("/audio")]
             item = next((i for i in self.history if i.history_item_id == item_id), None)
-            if item is None:
+            if item is not None and item_id in self.broken_audio:
+                return 200, None, {"Content-Type": item.content_type}, b"<html>not audio at all</html>" * 20
+            if item is None or item_id in self.missing_audio:
                 return 404, {"detail": {"status": "history_item_not_found", "message": "History item not found"}}, \
                     {}, None
             return 200, None, {"Content-Type": item.content_type}, self.audio(item)
