@@ -74,7 +74,7 @@ def bench_batch(lines: int, concurrency: int, latency: float) -> None:
         script = Path(tmp) / "script.txt"
         script.write_text("\n".join(f"Line number {i} of the benchmark script." for i in range(lines)))
         env = clean_env(tmp, ELEVENLABS_API_KEY=fake.api_key, NARRATOR_ELEVENLABS_BASE_URL=fake.url)
-        cmd = [*narrator_cmd(), "speak", "--provider", "elevenlabs", "--voice", "bench-voice", "--json",
+        cmd = [*narrator_cmd(), "speak", "--provider", "elevenlabs", "--voice", "BenchVoiceId00000abc", "--json",
                "--concurrency", str(concurrency), "--file", str(script)]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True, text=True).stdout

@@ -88,18 +88,29 @@ def resolve(
     force: bool = False,
     on_result: Callable[[Result], None] | None = None,
     remote: Remote | None = None,
+    before_paying: Callable[[list[Line]], None] | None = None,
 ) -> list[Result]:
     """Results in the order of ``lines``; ``on_result`` is called as each completes.
-    Ctrl-C raises ``Interrupted`` once the lines already in flight are stored (a second one abandons them)."""
+    ``before_paying`` sees the lines that neither cache holds, before any provider request, and may refuse
+    them all by raising (a budget). Ctrl-C raises ``Interrupted`` once the lines already in flight are stored
+    (a second one abandons them)."""
     results: list[Result | None] = [None] * len(lines)
     first: dict[str, int] = {}  # key -> index of the line that owns it in this run
     try:
         return _resolve(store, lines, results, first, provider_name, make_provider, concurrency, force,
-                        on_result or (lambda r: None), remote)
+                        on_result or (lambda r: None), remote, before_paying)
     except (KeyboardInterrupt, _Abandoned) as exc:
         finished = {line.key for line, r in zip(lines, results) if r is not None and r.entry is not None}
         done = sum(1 for line in lines if line.key in finished)
         raise Interrupted(done, len(lines), abandoned=isinstance(exc, _Abandoned)) from None
+    finally:
+        store.record_hits(_served(results, first))
+
+
+def _served(results: list[Result | None], first: dict[str, int]) -> dict[str, int]:
+    """The keys this run took from a cache (the folder, or the team server) instead of paying: one hit each,
+    however many lines share a key; a copy of a line generated in this run is no hit."""
+    return {key: 1 for key, i in first.items() if (r := results[i]) is not None and r.status in ("cached", "server")}
 
 
 class _Abandoned(Exception):
@@ -108,7 +119,8 @@ class _Abandoned(Exception):
 
 def _resolve(store: Store, lines: list[Line], results: list[Result | None], first: dict[str, int],
              provider_name: str, make_provider: Callable[[], object], concurrency: int, force: bool,
-             notify: Callable[[Result], None], remote: Remote | None) -> list[Result]:
+             notify: Callable[[Result], None], remote: Remote | None,
+             before_paying: Callable[[list[Line]], None] | None) -> list[Result]:
     todo: list[int] = []
     for i, line in enumerate(lines):
         if line.key in first:
@@ -125,6 +137,8 @@ def _resolve(store: Store, lines: list[Line], results: list[Result | None], firs
                 results[i] = Result(line, "pending", warnings=(warning,))
     if todo:
         found = remote.check([lines[i] for i in todo]) if remote and not force else {}
+        if before_paying is not None:
+            before_paying([lines[i] for i in todo if lines[i].key not in found])
         _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify, found, remote)
     for i, line in enumerate(lines):
         if results[i] is None:

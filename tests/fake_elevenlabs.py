@@ -35,7 +35,9 @@ never go backwards; a word's characters follow each other with no gap. Which ali
 ``"non-numeric"`` (both present, times as strings). The account's GET endpoints (voices, subscription,
 models, history and its audio) are ``fake_elevenlabs_account``'s, on ``fake.account``. Other paths answer 404.
 
-A scripted reply replaces the normal handling of one request; a reply with
+A scripted reply replaces the normal handling of one request (with ``scripted=("POST",)`` only POSTs take
+scripted and ``always`` replies, and the account's GETs, which a budget or quota check sends first, are answered
+normally; ``statuses("POST")`` and ``posts()`` then look at the paid requests alone); a reply with
 status 200 means "handle normally", so ``slow(5)`` is a success that takes 5 s, unless it has ``raw``
 bytes (``raw_reply``), which are sent as they are, with its status.
 Every request is logged in ``requests`` as a dict: method, path (still percent-encoded), query
@@ -229,7 +231,8 @@ class FakeElevenLabs:
     """The fake API server; see the module docstring."""
 
     def __init__(self, latency: float = 0.0, api_key: str = "test-key", max_concurrent: int | None = None,
-                 seconds_per_char: float = SECONDS_PER_CHAR, port: int = 0, alignment: str = "both") -> None:
+                 seconds_per_char: float = SECONDS_PER_CHAR, port: int = 0, alignment: str = "both",
+                 scripted: tuple[str, ...] = ("GET", "POST")) -> None:
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment mode {alignment!r} is not one of {ALIGNMENTS}")
         self.latency = latency
@@ -238,6 +241,7 @@ class FakeElevenLabs:
         self.max_concurrent = max_concurrent
         self.seconds_per_char = seconds_per_char
         self.port = port  # 0: any free port; else this one (say, one a test found refusing connections)
+        self.scripted = scripted  # the methods whose requests take scripted (and ``always``) replies
         self.account = Account()  # voices, subscription, models, history: the GET endpoints
         self.requests: list[dict] = []  # one dict per request, in arrival order
         self._lock = threading.Lock()
@@ -306,9 +310,15 @@ class FakeElevenLabs:
         with self._lock:
             return self._peak
 
-    def statuses(self) -> list[int | None]:
+    def statuses(self, method: str | None = None) -> list[int | None]:
+        """The status of each request (``method``: of those with that method only), in arrival order."""
         with self._lock:
-            return [r["status"] for r in self.requests]
+            return [r["status"] for r in self.requests if method in (None, r["method"])]
+
+    def posts(self) -> list[dict]:
+        """The logged POSTs: the paid requests."""
+        with self._lock:
+            return [r for r in self.requests if r["method"] == "POST"]
 
     def peak_concurrency(self, started_after: float | None = None) -> int:
         """Peak overlap of the requests that arrived after ``started_after`` (a ``time.monotonic()`` value)."""
@@ -341,7 +351,10 @@ class FakeElevenLabs:
             self.requests.append(record)
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
-            reply = self._script.popleft() if self._script else self._fallback
+            if method not in self.scripted:
+                reply = None
+            else:
+                reply = self._script.popleft() if self._script else self._fallback
         answered = False
 
         def answer(status: int, body: Any = None, headers: dict | None = None, **kw: Any) -> None:

@@ -25,14 +25,14 @@ from narrator_cli.keys import cache_key
 from narrator_cli.providers.elevenlabs import ElevenLabsProvider
 
 KEY = "sk-test-7f3a91c04be25d68"  # distinctive, so any leak is easy to find
-VOICE = "voice-abc123"
+VOICE = "TestVoiceId000000abc"
 MODEL = "eleven_flash_v2_5"  # the provider's default model
 TEXT = "The quick brown fox jumps over the lazy dog."
 
 
 @pytest.fixture
 def fake():
-    with FakeElevenLabs(api_key=KEY) as f:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY) as f:
         yield f
 
 
@@ -90,13 +90,13 @@ def test_success_stores_real_mp3_with_billing_metadata(fake, tmp_path):
     assert row["duration"] == pytest.approx(length, abs=0.01)
 
     meta = json.loads((tmp_path / "audio-cache" / f"{key}.meta.json").read_text())
-    sent = fake.requests[0]
+    sent = fake.posts()[0]
     assert meta["requestId"] == sent["reply_headers"]["request-id"] and len(meta["requestId"]) >= 16
     assert meta["characterCost"] == len(TEXT)
     assert meta["text"] == TEXT and meta["voiceId"] == VOICE and meta["modelId"] == MODEL
     assert meta["provider"] == "elevenlabs" and meta["mimeType"] == "audio/mpeg"
 
-    assert fake.request_count == 1
+    assert len(fake.posts()) == 1
     assert sent["path"] == f"/v1/text-to-speech/{VOICE}/with-timestamps"
     assert sent["query"] == {"output_format": "mp3_44100_128"}
     assert sent["authorized"] and "xi-api-key" in sent["headers"]
@@ -104,7 +104,7 @@ def test_success_stores_real_mp3_with_billing_metadata(fake, tmp_path):
     assert_no_key(proc.stdout, proc.stderr, *(p.read_bytes().decode("latin-1") for p in cache_files(tmp_path)))
 
     again = speak(fake, "--json", TEXT)
-    assert json.loads(again.stdout)["status"] == "cached" and fake.request_count == 1
+    assert json.loads(again.stdout)["status"] == "cached" and len(fake.posts()) == 1
 
 
 def test_each_success_has_its_own_request_id_and_duration_follows_text(fake):
@@ -126,7 +126,7 @@ def test_voice_id_is_one_path_segment_and_model_is_sent(fake):
         p.synthesize("hello", "a/b?c", "eleven_multilingual_v2")
     finally:
         p.close()
-    sent = fake.requests[0]
+    sent = fake.posts()[0]
     assert sent["path"] == "/v1/text-to-speech/a%2Fb%3Fc/with-timestamps"
     assert sent["json"]["model_id"] == "eleven_multilingual_v2"
 
@@ -141,7 +141,7 @@ def test_wrong_key_is_one_line_naming_the_key_problem_not_the_key(fake, tmp_path
     assert proc.returncode == 2  # configuration to fix, not a line that failed
     assert_no_key(proc.stdout, proc.stderr, key=wrong)
     assert_no_key(proc.stdout, proc.stderr)
-    assert fake.statuses() == [401]  # never retried, and the rest of the batch is not attempted
+    assert fake.statuses() == [401]  # never retried, the rest not attempted: refused at the quota's GET, unpaid
     assert cache_files(tmp_path) == []
 
 
@@ -153,7 +153,7 @@ def test_after_a_401_the_provider_makes_no_more_calls(fake):
                 p.synthesize(TEXT, VOICE, MODEL)
     finally:
         p.close()
-    assert fake.statuses() == [401]
+    assert fake.statuses("POST") == [401]
 
 
 def test_validation_error_is_one_clear_line_and_writes_nothing(fake, tmp_path):
@@ -161,7 +161,7 @@ def test_validation_error_is_one_clear_line_and_writes_nothing(fake, tmp_path):
     proc = speak(fake, TEXT)
     assert_one_line_error(proc, "422", "field required", "refused")
     assert proc.returncode == 1
-    assert fake.statuses() == [422]  # a request the API refuses is not retried
+    assert fake.statuses("POST") == [422]  # a request the API refuses is not retried
     assert cache_files(tmp_path) == []
     assert_no_key(proc.stdout, proc.stderr)
 
@@ -186,7 +186,7 @@ def test_the_fake_itself_validates_text_and_key(fake):
     assert post({"text": "hi", "model_id": MODEL}, key="nope") == (
         401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}})
     assert post({"text": "hi", "model_id": MODEL}, path="/v1/voices")[0] == 404
-    assert all(r["headers"]["xi-api-key"] == "<redacted>" for r in fake.requests)
+    assert all(r["headers"]["xi-api-key"] == "<redacted>" for r in fake.posts())
 
 
 # --- retries -------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_too_many_concurrent_then_success(fake, tmp_path):
     proc = speak(fake, "--json", TEXT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["status"] == "generated"
-    assert fake.statuses() == [429, 200]
+    assert fake.statuses("POST") == [429, 200]
     assert len(cache_files(tmp_path)) == 2  # audio + metadata
 
 
@@ -205,20 +205,20 @@ def test_system_busy_honours_retry_after_through_the_cli(fake):
     fake.script(system_busy(retry_after=1))
     proc = speak(fake, TEXT)
     assert proc.returncode == 0, proc.stderr
-    first, second = fake.requests
+    first, second = fake.posts()
     assert (first["status"], second["status"]) == (429, 200)
     assert second["start"] - first["end"] >= 0.9
 
 
 def test_retry_after_overrides_a_short_backoff():
-    with FakeElevenLabs(api_key=KEY) as fake:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY) as fake:
         fake.script(system_busy(retry_after=1), system_busy())
         p = provider(fake, backoff=0.01)
         try:
             p.synthesize(TEXT, VOICE, MODEL)
         finally:
             p.close()
-        a, b, c = fake.requests
+        a, b, c = fake.posts()
         assert [r["status"] for r in (a, b, c)] == [429, 429, 200]
         assert 0.9 <= b["start"] - a["end"] < 3  # Retry-After: 1
         assert c["start"] - b["end"] < 0.5  # no Retry-After: the (short) backoff
@@ -228,7 +228,7 @@ def test_server_error_then_success(fake, tmp_path):
     fake.script(server_error(500), server_error(503))
     proc = speak(fake, "--json", TEXT)  # the default backoff: about 0.5-1 s, then 1-2 s
     assert proc.returncode == 0, proc.stderr
-    assert fake.statuses() == [500, 503, 200]
+    assert fake.statuses("POST") == [500, 503, 200]
     assert json.loads(proc.stdout)["status"] == "generated" and len(cache_files(tmp_path)) == 2
 
 
@@ -237,7 +237,7 @@ def test_server_error_forever_fails_after_the_configured_attempts(fake, tmp_path
     proc = speak(fake, TEXT, retries=1)
     assert_one_line_error(proc, "after 2 attempts", "500")
     assert proc.returncode == 1
-    assert fake.request_count == 2
+    assert len(fake.posts()) == 2
     assert cache_files(tmp_path) == []
     assert_no_key(proc.stdout, proc.stderr)
 
@@ -251,7 +251,7 @@ def test_retry_budget_is_exact(fake, retries):
             p.synthesize(TEXT, VOICE, MODEL)
     finally:
         p.close()
-    assert fake.statuses() == [502] * (retries + 1)
+    assert fake.statuses("POST") == [502] * (retries + 1)
 
 
 # --- timeouts ------------------------------------------------------------------
@@ -272,7 +272,7 @@ def test_a_timeout_is_retried(fake, tmp_path):
     fake.script(slow(3))
     proc = speak(fake, "--json", TEXT, timeout=0.3, retries=1)
     assert proc.returncode == 0, proc.stderr
-    assert fake.statuses()[1:] == [200] and len(cache_files(tmp_path)) == 2
+    assert fake.statuses("POST")[1:] == [200] and len(cache_files(tmp_path)) == 2
 
 
 # --- adaptive concurrency ------------------------------------------------------
@@ -281,13 +281,13 @@ def test_a_timeout_is_retried(fake, tmp_path):
 def test_concurrency_adapts_to_the_account_limit(tmp_path):
     lines = [f"Line number {i} of a script with a concurrency limit." for i in range(12)]
     (tmp_path / "script.txt").write_text("\n".join(lines))
-    with FakeElevenLabs(api_key=KEY, max_concurrent=2, latency=0.2) as fake:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY, max_concurrent=2, latency=0.2) as fake:
         proc = speak(fake, "--json", "--concurrency", "6", "--file", "script.txt")
         assert proc.returncode == 0, proc.stderr
         rows = [json.loads(line) for line in proc.stdout.splitlines()]
         assert len(rows) == 12 and all(r["status"] == "generated" for r in rows)
-        statuses = fake.statuses()
-        rejected = [r for r in fake.requests if r["status"] == 429]
+        statuses = fake.statuses("POST")
+        rejected = [r for r in fake.posts() if r["status"] == 429]
         assert statuses.count(200) == 12 and len(statuses) == 12 + len(rejected)
         # The opening burst went past the limit; each too_many_concurrent_requests lowers the limit by
         # at least one, so at most 6 - 2 are refused before the batch fits, and none after that.
@@ -299,10 +299,10 @@ def test_concurrency_adapts_to_the_account_limit(tmp_path):
 
 def test_full_concurrency_is_used_when_the_account_allows_it(tmp_path):
     (tmp_path / "script.txt").write_text("\n".join(f"Parallel line {i}." for i in range(8)))
-    with FakeElevenLabs(api_key=KEY, latency=0.3) as fake:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY, latency=0.3) as fake:
         proc = speak(fake, "--json", "--concurrency", "4", "--file", "script.txt")
         assert proc.returncode == 0, proc.stderr
-        assert fake.request_count == 8 and fake.max_concurrency == 4
+        assert len(fake.posts()) == 8 and fake.max_concurrency == 4
 
 
 # --- the key stays secret ------------------------------------------------------
@@ -336,7 +336,7 @@ def test_key_is_in_no_output_and_no_cache_file(fake, tmp_path):
     assert proc.returncode == 1
     outputs += [proc.stdout, proc.stderr]
     files = cache_files(tmp_path) + [tmp_path / "copy.mp3"]
-    assert len(files) == 5
+    assert len(files) == 6 and any(p.name == ".narrator-hits" for p in files)  # the hits log is read too
     assert_no_key(*outputs, *(p.read_bytes().decode("latin-1") for p in files))
     stats = subprocess.run([sys.executable, "-c", "from narrator_cli.cli import main; main()", "stats", "--json"],
                            capture_output=True, text=True, timeout=60)
@@ -347,7 +347,7 @@ def test_key_is_in_no_output_and_no_cache_file(fake, tmp_path):
 def test_key_with_a_trailing_newline_works(fake, tmp_path):
     proc = speak(fake, TEXT, key=KEY + "\n")
     assert proc.returncode == 0, proc.stderr
-    assert fake.requests[0]["authorized"]
+    assert fake.posts()[0]["authorized"]
 
 
 @pytest.mark.parametrize("bad", [KEY[:6] + " " + KEY[6:], KEY + "é"])
@@ -355,7 +355,7 @@ def test_malformed_key_is_a_usage_error_before_any_request(fake, tmp_path, bad):
     proc = speak(fake, TEXT, key=bad)
     assert_one_line_error(proc, "API key is malformed")
     assert proc.returncode == 2
-    assert fake.request_count == 0 and cache_files(tmp_path) == []
+    assert len(fake.posts()) == 0 and cache_files(tmp_path) == []
     assert_no_key(proc.stdout, proc.stderr, key=bad)
     with pytest.raises(UsageError):
         ElevenLabsProvider(bad, base_url=fake.url)
@@ -397,7 +397,7 @@ def test_tls_failure_is_unreachable(fake):
             p.synthesize(TEXT, VOICE, MODEL)
     finally:
         p.close()
-    assert fake.request_count == 0  # no request got through the handshake
+    assert len(fake.posts()) == 0  # no request got through the handshake
 
 
 def test_one_refused_connection_then_the_api_answers(tmp_path):
@@ -409,7 +409,7 @@ def test_one_refused_connection_then_the_api_answers(tmp_path):
 
     def start_api_before_the_retry(request):  # the API comes up between the first attempt and its retry
         if len(sent) == 2 and not started:
-            started.append(FakeElevenLabs(api_key=KEY, port=port).start())
+            started.append(FakeElevenLabs(scripted=("POST",), api_key=KEY, port=port).start())
 
     p.client.event_hooks["request"].append(start_api_before_the_retry)
     try:
@@ -451,7 +451,7 @@ def test_format_wav_is_refused_for_elevenlabs(fake, tmp_path):
         env={**os.environ, "ELEVENLABS_API_KEY": KEY, "NARRATOR_ELEVENLABS_BASE_URL": fake.url,
              "NARRATOR_FORMAT": "wav"})
     assert_one_line_error(proc, "output_format")
-    assert proc.returncode == 2 and fake.request_count == 0 and cache_files(tmp_path) == []
+    assert proc.returncode == 2 and len(fake.posts()) == 0 and cache_files(tmp_path) == []
 
 
 # --- Ctrl-C ----------------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_cancel_wakes_a_retry_sleeping_in_backoff_and_sends_nothing_more(fake):
     p = provider(fake, retries=4)
     try:
         thread, outcome = in_thread(lambda: p.synthesize(TEXT, VOICE, MODEL))
-        assert wait_for(lambda: fake.statuses() == [429])  # answered: the call now waits 30 s to retry
+        assert wait_for(lambda: fake.statuses("POST") == [429])  # answered: the call now waits 30 s to retry
         p.cancel()
         thread.join(timeout=10)  # far less than the 30 s it would otherwise sleep
         assert not thread.is_alive()
@@ -497,7 +497,7 @@ def test_cancel_wakes_a_retry_sleeping_in_backoff_and_sends_nothing_more(fake):
             p.synthesize("Another line.", VOICE, MODEL)
     finally:
         p.close()
-    assert fake.request_count == 1
+    assert len(fake.posts()) == 1
 
 
 def test_cancel_lets_the_request_in_flight_finish_and_starts_no_waiting_one(fake):
@@ -505,7 +505,7 @@ def test_cancel_lets_the_request_in_flight_finish_and_starts_no_waiting_one(fake
     p = provider(fake, concurrency=1)
     try:
         first, first_out = in_thread(lambda: p.synthesize(TEXT, VOICE, MODEL))
-        assert wait_for(lambda: fake.request_count == 1)
+        assert wait_for(lambda: len(fake.posts()) == 1)
         second, second_out = in_thread(lambda: p.synthesize("Waiting for a slot.", VOICE, MODEL))
         time.sleep(0.1)  # let it reach the concurrency limit (if it did not, cancel stops it before it)
         p.cancel()
@@ -515,7 +515,7 @@ def test_cancel_lets_the_request_in_flight_finish_and_starts_no_waiting_one(fake
         p.close()
     assert str(second_out.get("error")) == "cancelled"
     assert first_out["value"].mime == "audio/mpeg"  # what was sent is still received whole
-    assert fake.statuses() == [200]
+    assert fake.statuses("POST") == [200]
 
 
 @pytest.mark.parametrize(("cause", "words"), [

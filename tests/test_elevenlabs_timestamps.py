@@ -17,14 +17,14 @@ from narrator_cli.keys import cache_key
 from narrator_cli.providers.elevenlabs import ElevenLabsProvider
 
 KEY = "sk-test-5c1e08d7a93b42f6"  # distinctive, so any leak is easy to find
-VOICE = "voice-abc123"
+VOICE = "TestVoiceId000000abc"
 MODEL = "eleven_flash_v2_5"
 CATS = "I have 77 cats."
 
 
 @pytest.fixture
 def fake():
-    with FakeElevenLabs(api_key=KEY) as f:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY) as f:
         yield f
 
 
@@ -66,7 +66,7 @@ def spoken_span(alignment, said, occurrence=0):
                                   "  Spaced   out,\tline  "])
 def test_words_come_from_alignment_with_the_fakes_times(fake, text):
     synth = synthesize(fake, text)
-    sent = fake.requests[0]
+    sent = fake.posts()[0]
     assert sent["path"] == f"/v1/text-to-speech/{VOICE}/with-timestamps"
     assert sent["query"] == {"output_format": "mp3_44100_128"} and sent["json"] == {"text": text, "model_id": MODEL}
     assert sent["headers"]["accept"] == "application/json"
@@ -88,8 +88,8 @@ def test_null_alignment_maps_seventy_seven_back_onto_77(fake):
     both = synthesize(fake, CATS)
     fake.script(timings("null-alignment"))
     synth = synthesize(fake, CATS)
-    normal = fake.requests[1]["alignments"]["normalized_alignment"]
-    assert fake.requests[1]["alignments"]["alignment"] is None
+    normal = fake.posts()[1]["alignments"]["normalized_alignment"]
+    assert fake.posts()[1]["alignments"]["alignment"] is None
     assert "".join(normal["characters"]) == "i have seventy-seven cats."
     assert [(w.text, w.offset) for w in synth.words] == [("I", 0), ("have", 2), ("77", 7), ("cats.", 10)]
     i, have, number, cats = synth.words
@@ -111,10 +111,10 @@ def test_a_malformed_alignment_falls_back_to_the_normalised_one(fake):
 
 @pytest.mark.parametrize("mode", ["null-both", "ragged", "non-numeric"])
 def test_no_usable_alignment_gives_no_words_but_the_audio(mode):
-    with FakeElevenLabs(api_key=KEY, alignment=mode) as fake:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY, alignment=mode) as fake:
         synth = synthesize(fake, CATS)
-        assert fake.statuses() == [200]  # not retried: the audio is good
-        assert fake.requests[0]["path"].endswith("/with-timestamps")
+        assert fake.statuses("POST") == [200]  # not retried: the audio is good
+        assert fake.posts()[0]["path"].endswith("/with-timestamps")
     assert synth.words is None and synth.mime == "audio/mpeg" and synth.audio.startswith(b"\xff\xfb")
 
 
@@ -159,7 +159,7 @@ def test_a_200_without_audio_is_one_line_and_not_retried(fake, body, says):
     message = str(info.value)
     assert message.startswith("ElevenLabs returned ") and says in message and "\n" not in message
     assert KEY not in message and KEY[3:] not in message
-    assert fake.statuses() == [200]  # billed once; asking again would pay again
+    assert fake.statuses("POST") == [200]  # billed once; asking again would pay again
 
 
 def test_a_200_without_audio_fails_the_line_through_the_cli(fake, tmp_path):
@@ -182,16 +182,16 @@ def test_speak_stores_the_words_and_from_meta_reads_them_back(fake, tmp_path):
     key = cache_key(CATS, VOICE, MODEL)
     assert row["cacheKey"] == key and row["status"] == "generated"
     meta = json.loads((tmp_path / "audio-cache" / f"{key}.meta.json").read_text())
-    expected = word_times(CATS, fake.requests[0]["alignments"]["alignment"])
+    expected = word_times(CATS, fake.posts()[0]["alignments"]["alignment"])
     assert meta["words"] == [{"text": t, "start": s, "end": e, "offset": o} for t, s, e, o in expected]
     words = from_meta(meta, CATS, meta["duration"])
     assert [tuple(w) for w in words] == expected
 
 
 def test_speak_stores_no_words_when_the_reply_has_no_timings(tmp_path):
-    with FakeElevenLabs(api_key=KEY, alignment="null-both") as fake:
+    with FakeElevenLabs(scripted=("POST",), api_key=KEY, alignment="null-both") as fake:
         proc = speak(fake, "--json", CATS)
-        assert fake.requests[0]["path"].endswith("/with-timestamps")
+        assert fake.posts()[0]["path"].endswith("/with-timestamps")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "audio-cache" / f"{json.loads(proc.stdout)['cacheKey']}.meta.json").read_text())
     assert "words" not in meta and meta["text"] == CATS and meta["duration"] > 0
@@ -232,7 +232,7 @@ def test_the_fake_serves_timings_as_the_api_does(fake):
                 assert ends[i] > starts[i]  # a space is a pause between words
     kind, body = post(fake, f"/v1/text-to-speech/{VOICE}", text)  # the plain endpoint: the audio itself
     assert kind == "audio/mpeg" and measure_duration(body, kind) == pytest.approx(duration)
-    assert fake.requests[1].get("alignments") is None
+    assert fake.posts()[1].get("alignments") is None
 
 
 def test_the_fakes_alignment_modes():

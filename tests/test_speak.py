@@ -132,19 +132,19 @@ def test_wav_is_never_written_under_an_mp3_name(tmp_path):
 # --- Ctrl-C ------------------------------------------------------------------------------------
 def test_ctrl_c_stops_paying_for_a_batch_and_keeps_what_finished(tmp_path):
     lines = [f"Line {i} of a script that someone interrupts." for i in range(80)]
-    with FakeElevenLabs(latency=0.15) as fake:
-        env = {**os.environ, "NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "v",
+    with FakeElevenLabs(scripted=("POST",), latency=0.15) as fake:
+        env = {**os.environ, "NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc",
                "ELEVENLABS_API_KEY": fake.api_key, "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
         proc = subprocess.Popen([*CLI, "speak", *lines, "--concurrency", "4"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while fake.request_count < 24 and time.monotonic() < deadline:
+        while len(fake.posts()) < 24 and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        sent_at_interrupt = fake.request_count
+        sent_at_interrupt = len(fake.posts())
         out, err = proc.communicate(timeout=60)
         time.sleep(0.5)
-        sent = fake.request_count
+        sent = len(fake.posts())
     assert proc.returncode == 130, err
     assert sent <= sent_at_interrupt + 4  # at most what was already in flight; before: all 80
     last = err.strip().splitlines()[-1]
@@ -207,8 +207,8 @@ def test_rows_show_the_text_and_a_summary_closes_the_batch(tmp_path):
 
 
 def test_billed_characters_add_up_in_the_summary(tmp_path):
-    with FakeElevenLabs() as fake:
-        env = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "v", "ELEVENLABS_API_KEY": fake.api_key,
+    with FakeElevenLabs(scripted=("POST",)) as fake:
+        env = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc", "ELEVENLABS_API_KEY": fake.api_key,
                "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
         proc = narrator("speak", "Hello there.", "General Kenobi.", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -218,9 +218,9 @@ def test_billed_characters_add_up_in_the_summary(tmp_path):
 
 def test_progress_on_a_terminal_shows_eta_counts_and_failures_as_they_happen(tmp_path):
     main, sub = pty.openpty()
-    with FakeElevenLabs(latency=0.05) as fake:
+    with FakeElevenLabs(scripted=("POST",), latency=0.05) as fake:
         fake.script(*[(400, {"detail": {"status": "bad", "message": "refused line"}})])
-        env = {**os.environ, "NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "v", "COLUMNS": "160",
+        env = {**os.environ, "NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc", "COLUMNS": "160",
                "ELEVENLABS_API_KEY": fake.api_key, "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
         proc = subprocess.Popen([*CLI, "speak", *[f"Line {i}." for i in range(6)], "--concurrency", "1"],
                                 stdout=subprocess.PIPE, stderr=sub, env=env)

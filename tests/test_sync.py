@@ -201,7 +201,7 @@ def test_an_entry_gone_from_the_server_after_the_listing_is_not_pulled(tmp_path,
 
 
 def eleven_env(fake: FakeElevenLabs) -> dict:
-    return {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "voice-id", "ELEVENLABS_API_KEY": fake.api_key,
+    return {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc", "ELEVENLABS_API_KEY": fake.api_key,
             "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
 
 

@@ -60,7 +60,7 @@ def run(cwd: Path, *args: str, env: dict | None = None, timeout: float = 60, std
 
 
 def eleven(fake: FakeElevenLabs, server: str | None = None) -> dict:
-    env = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "voice-id", "ELEVENLABS_API_KEY": fake.api_key,
+    env = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc", "ELEVENLABS_API_KEY": fake.api_key,
            "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
     return {**env, "NARRATOR_SERVER": server} if server else env
 
@@ -75,14 +75,14 @@ LINES = ["The first line of the script.", "A second line.", "And the third."]
 def test_one_member_pays_the_other_gets_server_hits(tmp_path, serve):
     srv = serve()
     alice, bob = member(tmp_path, "alice"), member(tmp_path, "bob")
-    with FakeElevenLabs() as fake:
+    with FakeElevenLabs(scripted=("POST",)) as fake:
         r = run(alice, "speak", *LINES, "--json", env=eleven(fake, srv.url))
         assert r.returncode == 0, r.stderr
-        assert [row["status"] for row in rows(r)] == ["generated"] * 3 and fake.request_count == 3
+        assert [row["status"] for row in rows(r)] == ["generated"] * 3 and len(fake.posts()) == 3
         r = run(bob, "speak", *LINES, "--json", env=eleven(fake, srv.url))
         assert r.returncode == 0, r.stderr
         assert [row["status"] for row in rows(r)] == ["server"] * 3
-        assert fake.request_count == 3  # bob never paid
+        assert len(fake.posts()) == 3  # bob never paid
         r = run(bob, "speak", *LINES, "--json", env=eleven(fake, srv.url))
         assert [row["status"] for row in rows(r)] == ["cached"] * 3
     a, b = Store(alice / "audio-cache"), Store(bob / "audio-cache")
@@ -94,7 +94,7 @@ def test_one_member_pays_the_other_gets_server_hits(tmp_path, serve):
 
 def test_server_hit_needs_no_api_key(tmp_path, serve):
     srv = serve()
-    with FakeElevenLabs() as fake:
+    with FakeElevenLabs(scripted=("POST",)) as fake:
         assert run(member(tmp_path, "a"), "speak", LINES[0], env=eleven(fake, srv.url)).returncode == 0
         env = eleven(fake, srv.url)
         del env["ELEVENLABS_API_KEY"]
@@ -203,12 +203,12 @@ def test_server_killed_mid_batch(tmp_path, serve):
     srv = serve()
     folder = member(tmp_path, "a")
     lines = [f"Line number {i} of a long script." for i in range(40)]
-    with FakeElevenLabs(latency=0.1) as fake:
+    with FakeElevenLabs(scripted=("POST",), latency=0.1) as fake:
         proc = subprocess.Popen([*CLI, "speak", *lines, "--json", "--concurrency", "4"], cwd=folder,
                                 env={**os.environ, **eleven(fake, srv.url), "XDG_CONFIG_HOME": str(folder / "xdg")},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while fake.request_count < 8 and time.monotonic() < deadline:
+        while len(fake.posts()) < 8 and time.monotonic() < deadline:
             time.sleep(0.02)
         srv.proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=120)

@@ -15,7 +15,7 @@ from narrator_cli.keys import cache_key
 from plugin_peer import PluginPeer
 from test_sync import browser_entry, eleven_env, rows, run, serve  # noqa: F401 - serve is a fixture
 
-VOICE, MODEL = "team-voice", "eleven_flash_v2_5"
+VOICE, MODEL = "TeamVoiceId000000abc", "eleven_flash_v2_5"
 CLI_LINES = ["Welcome to the tour.", "Here is the second scene.", "Ünïcode, and an emoji 🎬."]
 BROWSER_LINES = ["This line came from the editor.", "So did this one."]
 SCENE = """import {makeScene2D} from '@motion-canvas/2d';
@@ -54,13 +54,13 @@ def test_a_motion_canvas_team_pays_once(tmp_path, serve):  # noqa: F811
     alice, bob = project(tmp_path / "alice", lines), tmp_path / "bob"
     for text in BROWSER_LINES:  # what the editor's browser uploaded to A's Vite plugin
         browser_entry(alice / "audio", cache_key(text, VOICE, MODEL))
-    with FakeElevenLabs() as fake:
+    with FakeElevenLabs(scripted=("POST",)) as fake:
         env = {**eleven_env(fake), "NARRATOR_VOICE": "not-the-scenes-voice"}  # the scan's voiceId wins
         r = run(alice, "speak", "--scan", "--json", env=env)
         assert r.returncode == 0, r.stderr
         statuses = {row["text"]: row["status"] for row in rows(r)}
         assert statuses == {**dict.fromkeys(CLI_LINES, "generated"), **dict.fromkeys(BROWSER_LINES, "cached")}
-        assert fake.request_count == len(CLI_LINES)
+        assert len(fake.posts()) == len(CLI_LINES)
         keys = sorted(cache_key(text, VOICE, MODEL) for text in lines)
         assert sorted(p.name[:8] for p in (alice / "audio").glob("*.meta.json")) == keys  # the editor's folder
 
@@ -78,15 +78,15 @@ def test_a_motion_canvas_team_pays_once(tmp_path, serve):  # noqa: F811
         with PluginPeer(bob, audio_path="audio") as vite, Client(vite.url) as editor:  # B's editor asks its Vite
             assert all(found is not None for found in editor.check(keys).values())
 
-        paid = fake.request_count
+        paid = len(fake.posts())
         r = run(bob, "check", "--scan")
         assert r.returncode == 0, r.stdout + r.stderr
         r = run(bob, "speak", "--scan", "--json", env=eleven_env(fake))
         assert r.returncode == 0 and {row["status"] for row in rows(r)} == {"cached"}
-        assert fake.request_count == paid  # B never paid for a line
+        assert len(fake.posts()) == paid  # B never paid for a line
 
         write_scene(bob, lines + ["A line nobody has spoken yet."])
         r = run(bob, "check", "--scan")
         assert r.returncode == 1
         assert "src/scenes/tour.tsx:10: A line nobody has spoken yet." in r.stdout + r.stderr
-        assert fake.request_count == paid
+        assert len(fake.posts()) == paid

@@ -17,7 +17,7 @@ import typer
 
 from .. import __version__
 
-# command -> module in this package that defines a function of the same name
+# command -> module in this package that defines a function of the same name (``-`` as ``_``)
 COMMANDS: dict[str, str] = {
     "speak": "speak",
     "check": "team",
@@ -29,6 +29,9 @@ COMMANDS: dict[str, str] = {
     "scan": "project",
     "sync": "sync",
     "captions": "captions",
+    "voices": "account",
+    "quota": "account",
+    "import-history": "history",
 }
 
 
@@ -57,7 +60,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     application.callback(invoke_without_command=True)(_main)
     for name, module in COMMANDS.items():
         if only in (None, name):
-            fn = getattr(importlib.import_module(f".{module}", __name__), name)
+            fn = getattr(importlib.import_module(f".{module}", __name__), name.replace("-", "_"))
             application.command(name)(fn)
     return application
 

@@ -175,12 +175,18 @@ def check_scanned(path: Path | None, no_server: bool, as_json: bool, **options: 
 
 
 def speak_scanned(path: Path | None, force: bool, concurrency: int | None, no_server: bool, as_json: bool,
-                  **options: Any) -> None:
-    """``narrator speak --scan``: each scanned line with its own narrator's provider and key parameters."""
-    from .speak import summary
+                  dry_run: bool = False, **options: Any) -> None:
+    """``narrator speak --scan``: each scanned line with its own narrator's provider and key parameters
+    (``dry_run``: where each is cached, what the rest would bill; nothing generated or written)."""
+    from .speak import dry_run_report, summary
 
     try:
         settings, found = scan_project(path, concurrency=concurrency, **options)
+        if dry_run:
+            groups = scan_groups(found)
+            dry_run_report(settings, [(name, lines, problem) for name, _, lines, problem in groups], force,
+                           no_server, as_json, [{"file": n.file, "line": n.line} for _, ns, _, _ in groups for n in ns])
+            return
         results, fatal = speak_found(settings, found, force, no_server, as_json, sys.stdout)
         if not as_json:
             print(summary(results), file=sys.stderr)
@@ -189,38 +195,65 @@ def speak_scanned(path: Path | None, force: bool, concurrency: int | None, no_se
             raise fatal
         if failed:
             raise NarratorError(f"{len(failed)} of {len(results)} lines failed (first: {failed[0].error})")
-    except Interrupted as exc:
+    except (Interrupted, KeyboardInterrupt) as exc:
         raise interrupted(exc) from None
     except NarratorError as exc:
         raise fail(exc) from None
 
 
-def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json: bool, rows_to: Any,
-                quiet: bool = False) -> tuple[list, NarratorError | None]:
-    """Resolve every keyed narration of a scan, grouped by narrator, reporting each on ``rows_to`` (``quiet``:
-    not the cached ones); the results, and the first error that stopped a whole provider (no API key, ...)."""
+def scan_groups(found: Any) -> list[tuple[str, list, list, str | None]]:
+    """The keyed narrations of a scan by narrator (provider and key parameters): (provider, narrations, their
+    lines, why they cannot be generated here or None); UsageError when there is none."""
     from collections import defaultdict
 
     from .. import providers
-    from .. import resolve as core
-    from ..errors import ProviderAuthError
     from ..project.scan import as_line
-    from .output import store_for, token_of
-    from .speak import format_result
 
-    results: list = []
-    store = store_for(settings)
     groups: dict[tuple[str, tuple[str, ...]], list] = defaultdict(list)
     for n in found.narrations:
         if n.key is not None:
             groups[(n.narrator.provider, tuple(n.narrator.params))].append(n)
     if not groups:
         raise UsageError(f"nothing to speak: no narration with a key in {found.root}")
-    remote = None
-    if settings.get("server") and not no_server:
-        from ..team import TeamCache
+    return [(name, narrations, [as_line(n) for n in narrations], _unspeakable(name, params, providers))
+            for (name, params), narrations in groups.items()]
 
-        remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+
+class _Checked:
+    """The team server as ``resolve`` sees it, once the whole scan was checked in one round trip: each
+    group's check is answered from that."""
+
+    def __init__(self, remote: Any, found: dict[str, dict]) -> None:
+        self.remote, self.found = remote, found
+
+    def check(self, lines: list) -> dict[str, dict]:
+        return {line.key: self.found[line.key] for line in lines if line.key in self.found}
+
+    def download(self, found: dict) -> Any:
+        return self.remote.download(found)
+
+    def upload(self, entry: Any) -> None:
+        self.remote.upload(entry)
+
+
+def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json: bool, rows_to: Any,
+                quiet: bool = False) -> tuple[list, NarratorError | None]:
+    """Resolve every keyed narration of a scan, grouped by narrator, reporting each on ``rows_to`` (``quiet``:
+    not the cached ones); the results, and the first error that stopped a whole provider (no API key, ...).
+    The whole scan is one batch for the budget and the quota: what it would pay for is found first (the
+    server asked once for all of it) and refused before any paid request when over (``OverBudget``)."""
+    from .. import providers
+    from .. import resolve as core
+    from ..costs import estimate
+    from ..errors import ProviderAuthError
+    from .output import store_for
+    from .speak import format_result, team_cache
+
+    results: list = []
+    store = store_for(settings)
+    groups = scan_groups(found)
+    guard = estimate.guard(settings, warn)
+    remote = team_cache(settings, store, no_server)
     where = {}  # key -> (file, line) of its first narration
     fatal: NarratorError | None = None  # a provider that cannot start (no API key, ...): exit 2 at the end
 
@@ -235,11 +268,14 @@ def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json
             print(format_result(r), file=rows_to, flush=True)
 
     try:
-        for (name, params), narrations in groups.items():
-            lines = [as_line(n) for n in narrations]
+        planned, on_server = estimate.plan(store, [(name, lines, problem) for name, _, lines, problem in groups],
+                                           remote, force, use=True)
+        guard([(p.provider, p.line) for p in planned if p.status == "generate"])
+        checked = _Checked(remote, on_server) if remote else None
+        for name, narrations, lines, problem in groups:
+            params = tuple(narrations[0].narrator.params)
             for n in narrations:
                 where.setdefault(n.key, (n.file, n.line))
-            problem = _unspeakable(name, params, providers)
             if name == "file":  # recordings: what is cached is used, the rest must be imported
                 missing = []
                 for n, line in zip(narrations, lines):
@@ -261,7 +297,7 @@ def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json
             done = len(results)
             try:
                 core.resolve(store, lines, name, lambda n=name, e=extra: providers.load(n, e),
-                             int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), remote)
+                             int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), checked)
             except (UsageError, ProviderAuthError) as exc:  # this provider's lines only: the others go on
                 fatal = fatal or exc
                 reported = {r.line.key for r in results[done:]}

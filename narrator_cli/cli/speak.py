@@ -58,6 +58,13 @@ def speak(
     scan: Annotated[bool, typer.Option("--scan", help="Speak the lines of the Motion Canvas project at TEXT (a "
                                        "folder or file; default: the project root), each with its own narrator.")
                     ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each line is cached (locally, on the "
+                                          "server) or what generating it would bill, and the total against the "
+                                          "quota left; no paid call, nothing written.")] = False,
+    max_characters: Annotated[int | None, typer.Option("--max-characters", min=0, help="Refuse a batch whose "
+                                                       "lines to generate would bill more characters (after the "
+                                                       "model's multiplier) \\[default: budget in narrator.toml "
+                                                       "or NARRATOR_BUDGET].", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Speak lines: from this run, the cache, the team server, or the provider; print key, status, duration, file.
@@ -71,13 +78,19 @@ def speak(
 
         speak_scanned(scan_target(text, file=file, provider=provider, voice=voice, model=model,
                                   format=audio_format, out=out, captions=captions), force, concurrency, no_server, as_json,
-                      audio_path=audio_path, server=server, token=token)
+                      dry_run=dry_run, audio_path=audio_path, server=server, token=token, budget=max_characters)
         return
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
-                                concurrency=concurrency, server=server, token=token, format=audio_format)
+                                concurrency=concurrency, server=server, token=token, format=audio_format,
+                                budget=max_characters)
         texts = list(text or []) + (read_script(file) if file else [])
         lines = texts_to_lines(settings, texts)
+        if dry_run:
+            if out is not None or captions is not None:
+                raise UsageError("--dry-run writes nothing: drop --out and --captions")
+            dry_run_report(settings, [(settings.provider, lines, None)], force, no_server, as_json)
+            return
         target = None
         if out is not None:
             from .. import export
@@ -140,19 +153,34 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
                 quiet: bool = False) -> list:
     """Resolve ``lines`` with the settings' provider and team server, reporting each line as it completes
     (a row on ``rows_to``, or JSON, or a progress bar on a terminal) and a summary of several; the results
-    in order. ``quiet``: rows only for lines that were not already cached, and a summary only then."""
+    in order. ``quiet``: rows only for lines that were not already cached, and a summary only then.
+    A batch over the budget or the quota left is refused before its first paid request (``OverBudget``)."""
     from .. import resolve as core
+    from ..costs import estimate
 
     store = store_for(settings)
     name = settings.provider
     progress = None
     done: list = []
 
+    made: list = []  # the provider, made once: before the budget's account requests, so a bad setting costs none
+
     def make_provider():  # type: ignore[no-untyped-def]
         from .. import providers
 
-        return providers.load(name, {"concurrency": settings.get("concurrency"), "format": settings.get("format"),
-                                     **settings.section(name)})
+        if not made:
+            made.append(providers.load(name, {"concurrency": settings.get("concurrency"),
+                                              "format": settings.get("format"), **settings.section(name)}))
+        return made[0]
+
+    def before_paying(todo: list) -> None:
+        if todo:
+            provider = make_provider()
+            try:
+                guard([(name, line) for line in todo])
+            except BaseException:
+                provider.close()  # refused: resolve never gets to use (and close) it
+                raise
 
     if not as_json and len(lines) > 1 and sys.stderr.isatty():
         progress = Progress(len(lines), "speaking", ("cached", "server", "generated", "failed"))
@@ -173,14 +201,11 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
         elif not (quiet and r.status == "cached"):
             print(format_result(r), file=rows_to, flush=True)
 
-    remote = None
-    if settings.get("server") and not no_server:
-        from ..team import TeamCache
-
-        remote = TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+    remote = team_cache(settings, store, no_server)
+    guard = estimate.guard(settings, warn)
     try:
         results = core.resolve(store, lines, name, make_provider, int(settings.get("concurrency")),
-                               force, on_result, remote)
+                               force, on_result, remote, before_paying)
     finally:
         if progress:
             progress.stop()
@@ -215,3 +240,39 @@ def summary(results: list) -> str:
     parts = ", ".join(f"{counts[s]} {s}" for s in ("cached", "server", "generated", "failed") if counts[s])
     return (f"narrator: {plural(len(results), 'line')}: {parts}; {plural(billed, 'character')} billed; "
             f"{seconds:.1f} s of audio")
+
+
+def team_cache(settings: Any, store: Any, no_server: bool) -> Any:
+    """The configured team server as ``resolve`` uses it (best effort), or None."""
+    if not settings.get("server") or no_server:
+        return None
+    from ..team import TeamCache
+
+    return TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+
+
+def dry_run_report(settings: Any, groups: list, force: bool, no_server: bool, as_json: bool,
+                   places: list[dict] | None = None) -> None:
+    """``--dry-run``: a row per line (where it is cached, or what generating it would bill) and the totals
+    against the quota left and the budget. ``groups``: (provider, lines, why they cannot be generated or
+    None); ``places``: extra fields of each line's row (a scan's file and line), in order. Reads only."""
+    from ..costs import estimate
+    from .project import emit_row
+
+    store = store_for(settings)
+    remote = team_cache(settings, store, no_server)
+    try:
+        planned, summed = estimate.dry_run(settings, store, groups, remote, force)
+    finally:
+        if remote:
+            remote.close()
+    for p, place in zip(planned, places or [{}] * len(planned)):
+        if as_json:
+            emit_row({**p.as_dict(), **place})
+        else:
+            print(p.row(place), flush=True)
+    if as_json:
+        emit_json(summed)
+    else:
+        for line in estimate.summary_lines(summed["summary"]):
+            print(f"narrator: {line}", file=sys.stderr)

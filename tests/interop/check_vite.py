@@ -122,7 +122,7 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{port}"
             print(f"Vite {version} at {url}, plugin: {args.plugin_js or 'the stand-in in tests/interop'}")
-            eleven = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "voice-id",
+            eleven = {"NARRATOR_PROVIDER": "elevenlabs", "NARRATOR_VOICE": "TestVoiceId000000abc",
                       "ELEVENLABS_API_KEY": fake.api_key, "NARRATOR_ELEVENLABS_BASE_URL": fake.url}
             line = "Hello from the command line."
             a, b, c, d, e = (Path(tmp) / name for name in "abcde")
@@ -156,7 +156,7 @@ def main() -> int:
                    r.stdout + r.stderr)
 
             browser_line = "A line the editor's browser generated."
-            bkey = cache_key(browser_line, *key_params("elevenlabs", "voice-id", None))
+            bkey = cache_key(browser_line, *key_params("elevenlabs", "TestVoiceId000000abc", None))
             audio = make_mp3(1.5)
             (folder / f"{bkey}.mp3").write_bytes(audio)
             (folder / f"{bkey}.meta.json").write_text(json.dumps({
