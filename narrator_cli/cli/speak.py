@@ -156,8 +156,11 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
     in order. ``quiet``: rows only for lines that were not already cached, and a summary only then.
     A batch over the budget or the quota left is refused before its first paid request (``OverBudget``)."""
     from .. import resolve as core
-    from ..costs import estimate
 
+    if settings.get("budget") is not None:  # a bad budget is refused before anything is done
+        from ..costs import estimate
+
+        estimate.budget_of(settings)
     store = store_for(settings)
     name = settings.provider
     progress = None
@@ -173,11 +176,17 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
                                               "format": settings.get("format"), **settings.section(name)}))
         return made[0]
 
+    guards: list = []  # the budget's guard, made when there is something to pay for (a hit imports none of it)
+
     def before_paying(todo: list) -> None:
         if todo:
             provider = make_provider()
             try:
-                guard([(name, line) for line in todo])
+                if not guards:
+                    from ..costs import estimate
+
+                    guards.append(estimate.guard(settings, warn))
+                guards[0]([(name, line) for line in todo])
             except BaseException:
                 provider.close()  # refused: resolve never gets to use (and close) it
                 raise
@@ -202,7 +211,6 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
             print(format_result(r), file=rows_to, flush=True)
 
     remote = team_cache(settings, store, no_server)
-    guard = estimate.guard(settings, warn)
     try:
         results = core.resolve(store, lines, name, make_provider, int(settings.get("concurrency")),
                                force, on_result, remote, before_paying)
