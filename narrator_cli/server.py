@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__, http, protocol, ws
+from . import __version__, http, page, protocol, ws
 from .errors import NarratorError, UsageError
 from .maintenance import cleanup
+from .keys import is_key
 from .store import Entry, Store
 
 READ_CHUNK = 1 << 17
@@ -40,6 +41,15 @@ LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # 2 GB of audio is already ~2.7 GB of message, and no narration line comes near it.
 MAX_FILE_SIZE = 2048 * 1_000_000
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The HTTP routes besides the audio files and the page's own files: path -> (handler, who needs the token:
+# the name the log gives a refusal, or None for everyone).
+ROUTES: dict[str, tuple[str, str | None]] = {
+    "/__narrator-health": ("_health", None),
+    protocol.INDEX_PATH: ("_listing", "index"),
+    "/__narrator-cleanup": ("_cleanup_request", "cleanup"),
+    page.ROWS_PATH: ("_page_rows", "page rows"),
+    page.ENTRY_PATH: ("_page_entry", "page entry"),
+}
 CACHE_UNREADABLE = "the server cannot read its cache"  # what a client is told; the log names the path
 
 
@@ -178,8 +188,8 @@ class Server:
         host, port = self.server.sockets[0].getsockname()[:2]
         return host, port
 
-    async def run(self, announce: Callable[[], None] | None = None, signalled: list[int] | None = None) -> None:
-        """Serve until SIGINT or SIGTERM, both a normal stop. ``announce`` runs once the socket is bound;
+    async def run(self, announce: Callable[[str], None] | None = None, signalled: list[int] | None = None) -> None:
+        """Serve until SIGINT or SIGTERM, both a normal stop. ``announce(url)`` runs once the socket is bound;
         ``signalled``: signals that came before the loop could handle them (the server then stops at once)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -189,11 +199,11 @@ class Server:
         if signalled:  # while the index was read: stop before listening at all
             return
         host, port = await self.start()
-        if announce is not None:
-            announce()
         url = f"http://{_host_port(host, port)}"
+        if announce is not None:
+            announce(url)
         self.log("listening", f"narrator serve {__version__} on {url} ({len(self.index.entries)} entries in "
-                 f"{self.store.root})", url=url, entries=len(self.index.entries))
+                 f"{self.store.root}); the page: {url}/", url=url, entries=len(self.index.entries))
         await stop.wait()
         await self.shutdown()
 
@@ -278,32 +288,70 @@ class Server:
         if request.method not in ("GET", "HEAD"):
             await self._send(writer, 405, {"error": "method not allowed"}, [("Allow", "GET, HEAD, OPTIONS")])
             return True
-        path = request.path
         if request.target.startswith(protocol.AUDIO_PREFIX):
             return await self._audio(request, writer, cors, dog)
-        if path == "/__narrator-health":
-            from .costs import ledger
-
-            self.index.sync()
-            costs = ledger.report(list(self.index.entries.values()), self.index.hits.counts())
-            await self._send(writer, 200, {"status": "ok", "version": __version__,
-                                           "entries": len(self.index.entries), "bytes": self.index.total_size(),
-                                           **costs}, cors, head=request.method == "HEAD")
+        route = ROUTES.get(request.path)
+        if route is None:
+            return await self._page_asset(request, writer, cors)
+        handler, who = route
+        if who is not None and not self._authorised(request):
+            self.log("refused", f"{who} without a valid token")
+            await self._send(writer, 401, {"error": "unauthorized"}, cors)
             return True
-        if path == protocol.INDEX_PATH:
-            return await self._listing(request, writer, cors)
-        if path == "/__narrator-cleanup":
-            if not self._authorised(request):
-                self.log("refused", "cleanup without a valid token")
-                await self._send(writer, 401, {"error": "unauthorized"}, cors)
-                return True
-            self.index.flush()  # the cleanup reads file times: give it the uses only memory knows
-            result = await asyncio.to_thread(self._cleanup, self.options.max_age, self.options.max_cache_size,
-                                             "request")
-            await self._send(writer, 200, result, cors, head=request.method == "HEAD")
-            return True
-        await self._send(writer, 404, {"error": "not found"}, cors, head=request.method == "HEAD")
+        await getattr(self, handler)(request, writer, cors)
         return True
+
+    async def _health(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
+        await self._send(writer, 200, self._health_body(), cors, head=request.method == "HEAD")
+
+    def _health_body(self) -> dict:
+        from .costs import ledger
+
+        self.index.sync()
+        costs = ledger.report(list(self.index.entries.values()), self.index.hits.counts())
+        return {"status": "ok", "version": __version__, "entries": len(self.index.entries),
+                "bytes": self.index.total_size(), **costs}
+
+    async def _cleanup_request(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
+        self.index.flush()  # the cleanup reads file times: give it the uses only memory knows
+        result = await asyncio.to_thread(self._cleanup, self.options.max_age, self.options.max_cache_size, "request")
+        await self._send(writer, 200, result, cors, head=request.method == "HEAD")
+
+    async def _page_asset(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> bool:
+        """The page's own files (``/``, its script and style), each with the page's Content-Security-Policy."""
+        found = page.asset(request.path)
+        if found is None:
+            await self._send(writer, 404, {"error": "not found"}, cors, head=request.method == "HEAD")
+            return True
+        body, kind = found
+        await self._send_bytes(writer, request, body, kind, page.HEADERS)
+        return True
+
+    async def _page_rows(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
+        """Every entry as a row of the page, with the header's totals."""
+        health = self._health_body()
+        entries = self.index.entries
+        totals = {"entries": health["entries"], "bytes": health["bytes"],
+                  "duration": round(sum(e.duration for e in entries.values()), 3),
+                  "charactersBilled": health["charactersBilled"], "charactersSaved": health["charactersSaved"]}
+        body = page.rows(entries, self.index.last_use, self.index.hits.counts(), __version__, totals)
+        await self._send_bytes(writer, request, body, "application/json", [*cors, ("Cache-Control", "no-store")])
+
+    async def _page_entry(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
+        """One entry's text and word timings (``?key=``), for the captions of the line being played."""
+        key = request.query.get("key", "")
+        entry = self.index.get(key) if is_key(key) else None
+        if entry is None:
+            await self._send(writer, 404, {"error": "not found"}, cors, head=request.method == "HEAD")
+            return
+        await self._send_bytes(writer, request, page.entry_body(entry), "application/json",
+                               [*cors, ("Cache-Control", "no-store")])
+
+    async def _send_bytes(self, writer: asyncio.StreamWriter, request: http.Request, body: bytes, kind: str,
+                          headers: list[tuple[str, str]]) -> None:
+        head = http.response_head(200, [*headers, ("Content-Type", kind), ("Content-Length", str(len(body)))])
+        writer.write(head + (b"" if request.method == "HEAD" else body))
+        await writer.drain()
 
     async def _audio(self, request: http.Request, writer: asyncio.StreamWriter, cors: list, dog: Watchdog) -> bool:
         head = request.method == "HEAD"
@@ -358,10 +406,6 @@ class Server:
         """``GET /__narrator-index[?after=CURSOR][&fields=compact]``: every entry's metadata (or with
         ``fields=compact`` only what a comparison needs), or what changed after the cursor (removals as
         ``removed``), by ETag; the same token rules as the WebSocket."""
-        if not self._authorised(request):
-            self.log("refused", "index without a valid token")
-            await self._send(writer, 401, {"error": "unauthorized"}, cors)
-            return True
         fields = request.query.get("fields", "full")
         if fields not in ("full", "compact"):
             await self._send(writer, 400, {"error": "fields must be full or compact"}, cors)
@@ -674,7 +718,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(store: Store, options: Options, announce: Callable[[], None] | None = None) -> None:
+def serve(store: Store, options: Options, announce: Callable[[str], None] | None = None) -> None:
     """Run a server until SIGINT or SIGTERM. Both are a normal stop from the first instant: one that
     comes while the index is read or the start-up cleanup runs stops the server once that is done."""
     signalled: list[int] = []

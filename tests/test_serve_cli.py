@@ -311,3 +311,39 @@ def test_a_cache_the_server_may_not_read_fails_that_request_not_the_connection(t
     logged = [json.loads(line) for line in err.splitlines()]
     assert [e["event"] for e in logged] == ["error", "hit", "error", "stopped"]
     assert str(store.root) in logged[2]["message"]
+
+
+def test_open_hands_the_page_to_the_default_browser_once_listening(tmp_path):
+    """``--open`` with $BROWSER (what Python's webbrowser honours) recording the URL it is given: the URL is the
+    page, and it answers; with no browser at all, one line says where the page is."""
+    opened = tmp_path / "opened.txt"
+    recorder = tmp_path / "browser.py"
+    recorder.write_text(f"import sys\nopen({str(opened)!r}, 'w').write(sys.argv[1])\n")
+    env = {**os.environ, "BROWSER": f"{sys.executable} {recorder} %s"}
+    proc = subprocess.Popen([*serve_process.CLI, "serve", "--port", "0", "--open", "--audio-path", "cache"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stderr.readline() for _ in range(1)]
+        while "on http://" not in lines[-1] and len(lines) < 5:
+            lines.append(proc.stderr.readline())
+        url = re.search(r"on (http://\S+) ", lines[-1]).group(1)
+        deadline = time.monotonic() + 20
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opened.read_text() == url + "/"
+        status, headers, body = get(serve_process.port_of(url), "/")
+        assert status == 200 and b"<title>narrator" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    bare = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY")}
+    bare["PATH"] = str(tmp_path / "nothing")  # no browser program to find
+    proc = subprocess.Popen([sys.executable, "-c", "from narrator_cli.cli import main; main()", "serve", "--port",
+                             "0", "--open", "--audio-path", "cache"], cwd=tmp_path, env=bare, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        said = [proc.stderr.readline() for _ in range(2)]
+        assert any(s.startswith("narrator: no browser to open here; the page is at http://127.0.0.1:") for s in said), said
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)

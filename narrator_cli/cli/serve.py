@@ -35,10 +35,12 @@ def serve(
         help="Close connections silent this many seconds (1 to 86400).")] = 120.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the listening line and errors.")] = False,
     json_log: Annotated[bool, typer.Option("--json-log", help="Log JSON lines on stderr.")] = False,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page (the cache to hear and search) in the "
+                                            "default browser once listening.")] = False,
     audio_path: PathOpt = None,
 ) -> None:
-    """Share the cache: HTTP + WebSocket server speaking the Motion Canvas narrator events. Ctrl-C or SIGTERM
-    stops it once uploads in flight are stored.
+    """Share the cache: HTTP + WebSocket server speaking the Motion Canvas narrator events, and a page at / to
+    hear, search and weigh it. Ctrl-C or SIGTERM stops it once uploads in flight are stored.
 
     Example: narrator serve --port 8790 --max-cache-size 2GB
     """
@@ -79,16 +81,31 @@ def serve(
             max_cache_size=parse_size(str(size)) if size else None,
             idle_timeout=idle_timeout, quiet=quiet, json_log=json_log)
 
-        def announce() -> None:  # only once the socket is bound: a server that never listened has no token
-            print(f"narrator: token for this server (clients pass it as NARRATOR_TOKEN): {options.token}",
-                  file=sys.stderr, flush=True)
+        def announce(url: str) -> None:  # once the socket is bound: a server that never listened has no token
+            if generated:
+                print(f"narrator: token for this server (clients pass it as NARRATOR_TOKEN): {options.token}",
+                      file=sys.stderr, flush=True)
+            if open_page:
+                _open(url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/")
 
-        run(store_for(settings), options, announce if generated else None)
+        run(store_for(settings), options, announce)
     except NarratorError as exc:
         raise fail(exc) from None
     except OSError as exc:  # binding is checked in the server; this is the folder or the system
         where = f": {exc.filename}" if exc.filename else ""
         raise fail(UsageError(f"cannot serve: {exc.strerror or exc}{where}")) from None
+
+
+def _open(url: str) -> None:
+    """The page in the default browser, when there is one; else a line saying where it is."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.get().open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        print(f"narrator: no browser to open here; the page is at {url}", file=sys.stderr, flush=True)
 
 
 def _in_range(value: object, where: str, low: float, high: float, what: str, whole: bool = False) -> float:

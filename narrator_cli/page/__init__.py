@@ -1,0 +1,92 @@
+"""The page ``narrator serve`` answers at ``/``: hear, find and weigh the team cache in a browser.
+
+The HTML, CSS and JavaScript ship in this package and are served as they are: no build step, nothing from
+elsewhere. Everything an entry says comes from whoever uploaded it, so the page only ever sets it as text;
+the Content-Security-Policy lets the page load its own script, style, audio and data and nothing else, so
+even markup that got in could not run. The rows are one compact JSON body (an array per entry, the
+per-entry part made once per version of its metadata), which the page filters and sorts itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from ..store import Entry
+
+PREFIX = "/__narrator-page/"
+ROWS_PATH = PREFIX + "rows"
+ENTRY_PATH = PREFIX + "entry"
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+          PREFIX + "page.js": ("page.js", "text/javascript; charset=utf-8"),
+          PREFIX + "page.css": ("page.css", "text/css; charset=utf-8"),
+          PREFIX + "icon.svg": ("icon.svg", "image/svg+xml"),
+          "/favicon.ico": ("icon.svg", "image/svg+xml")}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self'; connect-src 'self'; "
+       "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+           ("Cache-Control", "no-cache")]
+FIELDS = ("cacheKey", "fileName", "text", "voiceId", "modelId", "provider", "duration", "fileSize",
+          "characterCost", "createdAt", "lastUsed", "hits", "words")
+_assets: dict[str, bytes] = {}
+_fragments: dict[str, tuple[dict, str]] = {}  # key -> (metadata object, the row's JSON up to its changing fields)
+
+
+def asset(path: str) -> tuple[bytes, str] | None:
+    """(body, content type) of the page's file at ``path``, or None."""
+    found = ASSETS.get(path)
+    if found is None:
+        return None
+    name, kind = found
+    if name not in _assets:
+        _assets[name] = resources.files(__name__).joinpath(name).read_bytes()
+    return _assets[name], kind
+
+
+def rows(entries: Mapping[str, Entry], last_use: Any, hits: Mapping[str, int], version: str,
+         totals: dict) -> bytes:
+    """``{"fields", "rows", "version", "totals"}``: one array per entry in ``FIELDS`` order. Values are what
+    the metadata holds when of the right type, else null: the page never has to guess."""
+    if len(_fragments) > 4 * len(entries) + 1024:  # entries come and go: start again rather than grow forever
+        _fragments.clear()
+    parts = []
+    for key, entry in entries.items():
+        cached = _fragments.get(key)
+        if cached is None or cached[0] is not entry.meta:
+            cached = _fragments[key] = (entry.meta, _fixed(entry))
+        parts.append(f"{cached[1]},{round(last_use(entry))},{int(hits.get(key, 0))},"
+                     f"{_word_count(entry.meta)}]")
+    head = json.dumps({"fields": FIELDS, "version": version, "totals": totals})
+    return f'{head[:-1]},"rows":[{",".join(parts)}]}}'.encode()
+
+
+def _fixed(entry: Entry) -> str:
+    """The row's JSON from its first field to ``createdAt``, without the closing bracket."""
+    meta = entry.meta
+    values = [entry.key, entry.path.name, _text(meta.get("text")), _text(meta.get("voiceId")),
+              _text(meta.get("modelId")), _text(meta.get("provider")), entry.duration, entry.size,
+              _count(meta.get("characterCost")), _text(meta.get("createdAt"))]
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))[:-1]
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _word_count(meta: dict) -> int:
+    words = meta.get("words")
+    return len(words) if isinstance(words, list) else 0
+
+
+def entry_body(entry: Entry) -> bytes:
+    """One entry's text and word timings, for the captions of the line being played."""
+    meta = entry.meta
+    return json.dumps({"cacheKey": entry.key, "text": _text(meta.get("text")), "duration": entry.duration,
+                       "words": meta.get("words") if isinstance(meta.get("words"), list) else None},
+                      ensure_ascii=False).encode()
