@@ -200,11 +200,13 @@ class Server:
             return
         host, port = await self.start()
         url = f"http://{_host_port(host, port)}"
+        warming = asyncio.create_task(asyncio.to_thread(page.warm, dict(self.index.entries)))  # the first page load
         if announce is not None:
             announce(url)
         self.log("listening", f"narrator serve {__version__} on {url} ({len(self.index.entries)} entries in "
                  f"{self.store.root}); the page: {url}/", url=url, entries=len(self.index.entries))
         await stop.wait()
+        warming.cancel()
         await self.shutdown()
 
     async def shutdown(self, grace: float = 10.0) -> None:
@@ -329,12 +331,9 @@ class Server:
 
     async def _page_rows(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
         """Every entry as a row of the page, with the header's totals."""
-        health = self._health_body()
-        entries = self.index.entries
-        totals = {"entries": health["entries"], "bytes": health["bytes"],
-                  "duration": round(sum(e.duration for e in entries.values()), 3),
-                  "charactersBilled": health["charactersBilled"], "charactersSaved": health["charactersSaved"]}
-        body = page.rows(entries, self.index.last_use, self.index.hits.counts(), __version__, totals)
+        self.index.sync()
+        body = page.rows(self.index.entries, self.index.last_use, self.index.hits.counts(), __version__,
+                         self.index.total_size())
         await self._send_bytes(writer, request, body, "application/json", [*cors, ("Cache-Control", "no-store")])
 
     async def _page_entry(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:

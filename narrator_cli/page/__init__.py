@@ -31,7 +31,8 @@ HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff
 FIELDS = ("cacheKey", "fileName", "text", "voiceId", "modelId", "provider", "duration", "fileSize",
           "characterCost", "createdAt", "lastUsed", "hits", "words")
 _assets: dict[str, bytes] = {}
-_fragments: dict[str, tuple[dict, str]] = {}  # key -> (metadata object, the row's JSON up to its changing fields)
+# key -> (metadata object, the row's JSON up to its changing fields, characters billed, words)
+_fragments: dict[str, tuple[dict, str, int, int]] = {}
 
 
 def asset(path: str) -> tuple[bytes, str] | None:
@@ -46,20 +47,37 @@ def asset(path: str) -> tuple[bytes, str] | None:
 
 
 def rows(entries: Mapping[str, Entry], last_use: Any, hits: Mapping[str, int], version: str,
-         totals: dict) -> bytes:
-    """``{"fields", "rows", "version", "totals"}``: one array per entry in ``FIELDS`` order. Values are what
-    the metadata holds when of the right type, else null: the page never has to guess."""
+         size: int) -> bytes:
+    """``{"fields", "rows", "version", "totals"}``: one array per entry in ``FIELDS`` order, and the header's
+    totals, counted in the same pass (``size``: the cache's bytes). Values are what the metadata holds when of
+    the right type, else null: the page never has to guess."""
     if len(_fragments) > 4 * len(entries) + 1024:  # entries come and go: start again rather than grow forever
         _fragments.clear()
     parts = []
+    duration = 0.0
+    billed = saved = 0
     for key, entry in entries.items():
         cached = _fragments.get(key)
         if cached is None or cached[0] is not entry.meta:
-            cached = _fragments[key] = (entry.meta, _fixed(entry))
-        parts.append(f"{cached[1]},{round(last_use(entry))},{int(hits.get(key, 0))},"
-                     f"{_word_count(entry.meta)}]")
+            cached = _fragments[key] = (entry.meta, _fixed(entry), _count(entry.meta.get("characterCost")) or 0,
+                                        _word_count(entry.meta))
+        used = hits.get(key, 0)
+        duration += entry.duration
+        billed += cached[2]
+        saved += cached[2] * used
+        parts.append(f"{cached[1]},{round(last_use(entry))},{int(used)},{cached[3]}]")
+    totals = {"entries": len(entries), "bytes": size, "duration": round(duration, 3), "charactersBilled": billed,
+              "charactersSaved": saved}
     head = json.dumps({"fields": FIELDS, "version": version, "totals": totals})
     return f'{head[:-1]},"rows":[{",".join(parts)}]}}'.encode()
+
+
+def warm(entries: Mapping[str, Entry]) -> None:
+    """Make every entry's row piece ahead of the first page load (a server start does it in a thread)."""
+    for key, entry in list(entries.items()):
+        if key not in _fragments:
+            _fragments[key] = (entry.meta, _fixed(entry), _count(entry.meta.get("characterCost")) or 0,
+                               _word_count(entry.meta))
 
 
 def _fixed(entry: Entry) -> str:
