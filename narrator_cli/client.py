@@ -49,6 +49,11 @@ class ServerUnavailable(NarratorError):
     exit_code = 2
 
 
+class UntrustedServer(UsageError):
+    """The server's certificate is not trusted or names another host: configuration (exit 2), never a reason
+    to carry on without the server (``speak`` would then pay the provider for what the team has)."""
+
+
 class ServerRefused(NarratorError):
     """The server answered, and the answer is no (an upload-error, a bad download)."""
 
@@ -146,12 +151,46 @@ def data(raw: bytes | bytearray) -> dict:
         raise ServerRefused("the server sent a malformed reply") from None
 
 
+def is_loopback(host: str) -> bool:
+    """Is ``host`` this machine by its name alone (no lookup: a name that resolves to 127.0.0.1 is not)?"""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _configured(name: str) -> object:
+    """A setting (``ca_file``, ``insecure``) for a client its caller built without it (``speak``'s team
+    cache, ``sync``'s reconnect): the same sources and order as every other setting."""
+    from . import config
+
+    return config.load().get(name)
+
+
 class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT, ca_file: str | None = None,
+                 insecure: bool | None = None) -> None:
+        """``ca_file``: PEM certificates to trust for https/wss instead of the system's; ``insecure``: send a
+        token over plain http to another machine. None: from the settings (``ca_file``, ``insecure``).
+        A token that would travel unencrypted is refused here, before any connection (UsageError)."""
         self.url = url
         self.scheme, self.host, self.port, self.path = parse_url(url)
         self.token = token
+        if token and self.scheme == "ws" and not is_loopback(self.host):
+            if insecure is None:
+                insecure = bool(_configured("insecure"))
+            if not insecure:
+                raise UsageError(f"refusing to send the token to {url} unencrypted ({self.host} is not this "
+                                 "machine): use https:// (narrator serve --tls-cert), or --insecure "
+                                 "(NARRATOR_INSECURE=1) to send it anyway")
+        self.insecure = bool(insecure)
+        self.ca_file = ca_file
+        self._context: ssl.SSLContext | None = None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.http_base = f"{'https' if self.scheme == 'wss' else 'http'}://{self._netloc()}"
@@ -165,6 +204,28 @@ class Client:
         self._http_clients: list[Any] = []
         self.narrator_serve = False  # set by connect(): the server named itself narrator serve, not the plugin
 
+    def tls_context(self) -> ssl.SSLContext:
+        """The context that verifies the server: the system's trust store, or only ``ca_file``'s."""
+        if self._context is None:
+            ca_file = self.ca_file if self.ca_file is not None else _configured("ca_file")
+            try:
+                self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except FileNotFoundError:
+                raise UsageError(f"CA file {ca_file}: no such file") from None
+            except (OSError, ssl.SSLError) as exc:
+                why = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else (exc.strerror or str(exc)).lower()
+                raise UsageError(f"CA file {ca_file}: cannot use it: {why} (PEM certificates expected)") from None
+            self.ca_file = str(ca_file) if ca_file else None
+        return self._context
+
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> UntrustedServer:
+        """One line naming the server and why its certificate is refused, and what to do about it."""
+        why = exc.verify_message or _ssl_reason(exc)
+        trust = f"the CA file {self.ca_file}" if self.ca_file else "the system's trust store"
+        hint = "" if "ostname" in why else " (a team's own CA: --ca-file or NARRATOR_CA_FILE)"
+        return UntrustedServer(f"cannot trust the server at {self.url}: {why.rstrip('.')}; checked against "
+                               f"{trust}{hint}")
+
     def _netloc(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
@@ -175,9 +236,10 @@ class Client:
         where = f"no narrator server at {self.url}"
         sock = None
         try:
+            context = self.tls_context() if self.scheme == "wss" else None
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-            if self.scheme == "wss":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=self.host)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             key = ws.new_key()
             target = self.path + (f"?token={quote(self.token, safe='')}" if self.token else "")
@@ -200,7 +262,11 @@ class Client:
         except (OSError, ssl.SSLError) as exc:
             if sock is not None:
                 sock.close()
-            if isinstance(exc, TimeoutError) and sock is not None:  # Vite ignores upgrades on other paths
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise self._untrusted(exc) from None
+            if isinstance(exc, ssl.SSLError):
+                reason = f"TLS handshake failed: {_ssl_reason(exc)} (is it an https server?)"
+            elif isinstance(exc, TimeoutError) and sock is not None:  # Vite ignores upgrades on other paths
                 reason = f"connected, but no WebSocket handshake on {self.path!r} within {self.connect_timeout:g} s"
             elif isinstance(exc, TimeoutError):
                 reason = "timed out"
@@ -406,7 +472,7 @@ class Client:
 
             http = self._http.client = httpx.Client(
                 base_url=self.http_base, timeout=self.timeout, headers=self._get_headers, follow_redirects=False,
-                verify=not self.http_base.startswith("http:"), limits=httpx.Limits(max_connections=1))
+                verify=self.tls_context() if self.scheme == "wss" else False, limits=httpx.Limits(max_connections=1))
             with self._pending_lock:
                 self._http_clients.append(http)
         return http
@@ -434,6 +500,8 @@ class Client:
                                     "path; not stored") from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection()
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise self._untrusted(exc) from None
                 raise ServerUnavailable(f"cannot download {path} from {self.http_base}: {exc}") from None
             try:
                 if response.status != 200:
@@ -462,7 +530,7 @@ class Client:
                 conn.close()
             if self.scheme == "wss":
                 conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                                   context=ssl.create_default_context())
+                                                   context=self.tls_context())
             else:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._http.conn = conn
@@ -476,6 +544,16 @@ class Client:
             conn.close()
             self._http.conn = None
 
+    def _http_failure(self, exc: BaseException) -> NarratorError:
+        """What an HTTP request's failure means: an untrusted certificate (found in the exception's chain)
+        or a server that cannot be reached."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return self._untrusted(cause)
+            cause = cause.__cause__ or cause.__context__
+        return ServerUnavailable(f"no narrator server at {self.url}: {exc}")
+
     @property
     def _get_headers(self) -> dict[str, str]:
         return {"X-Narrator-Token": self.token} if self.token else {}
@@ -488,7 +566,7 @@ class Client:
         try:
             response = self._http_client().get(f"/__narrator-{name}")
         except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
+            raise self._http_failure(exc) from None
         if response.status_code == 401:
             raise ServerUnavailable(f"the server at {self.url} refused the token")
         try:
@@ -517,7 +595,7 @@ class Client:
             response = self._http_client().get(protocol.INDEX_PATH, params=params or None,
                                                headers={"If-None-Match": etag} if etag else None)
         except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"no narrator server at {self.url}: {exc}") from None
+            raise self._http_failure(exc) from None
         if response.status_code == 304:
             return None
         if response.status_code == 401:
@@ -535,6 +613,11 @@ class Client:
             body["entries"] = [_expand(row) for row in body["entries"] if _compact_row(row)]
         body["etag"] = response.headers.get("etag")
         return body
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """An ssl error in words (``wrong version number``), without the library's file and line."""
+    return (exc.reason or str(exc)).replace("_", " ").lower() if isinstance(exc.reason, str) else str(exc)
 
 
 def _compact_row(row: Any) -> bool:

@@ -21,6 +21,7 @@ from .errors import UsageError
 PROJECT_FILE = "narrator.toml"
 USER_FILE = "config.toml"
 SECRETS = {"api_key", "token", "elevenlabs.api_key", "minimax.api_key"}
+NOT_IN_PROJECT = {"storage"}  # refused in narrator.toml like a secret: where a team's bucket is is not committed
 # setting -> (type, environment variable)
 FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "provider": (str, "NARRATOR_PROVIDER"),
@@ -31,7 +32,10 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "format": (str, "NARRATOR_FORMAT"),
     "budget": (int, "NARRATOR_BUDGET"),  # the most characters a batch may bill (after the model's multiplier)
     "server": (str, "NARRATOR_SERVER"),
+    "storage": (str, "NARRATOR_STORAGE"),  # serve's bucket, s3://BUCKET/PREFIX: a deployment's, never a project's
     "token": (str, "NARRATOR_TOKEN"),
+    "ca_file": (str, "NARRATOR_CA_FILE"),  # PEM certificates an https/wss server is checked against (a team's CA)
+    "insecure": (bool, "NARRATOR_INSECURE"),  # send the token over plain http to another machine anyway
     "serve.host": (str, "NARRATOR_SERVE_HOST"),
     "serve.port": (int, "NARRATOR_SERVE_PORT"),
     "serve.max_age": (str, "NARRATOR_SERVE_MAX_AGE"),
@@ -54,6 +58,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "captions.max_seconds": ((int, float), None),
     "captions.pause": ((int, float), None),
 }
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 ALIASES = {"api_key": "elevenlabs.api_key"}
 CHOICES = {"provider": "NAMES", "format": "FORMATS"}  # settings whose values the providers package lists
 NARRATORS = "narrators"  # [narrators.NAME]: options of a Motion Canvas narrator that its source does not give
@@ -208,13 +213,16 @@ def read_file(path: Path, allow_secrets: bool) -> dict[str, object]:
             continue
         if name not in FIELDS:
             raise UsageError(f"{path}: unknown setting {name!r}")
+        if name in NOT_IN_PROJECT and not allow_secrets:
+            raise UsageError(f"{path}: {name!r} names a deployment's storage and does not belong in a project file; "
+                             f"use the environment or {user_config_path()}")
         if name in SECRETS and not allow_secrets:
             raise UsageError(
                 f"{path}: {name!r} is a secret and does not belong in a project file; "
                 f"use the environment or {user_config_path()}"
             )
         kind = FIELDS[name][0]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise UsageError(f"{path}: {name!r} must be {_kind_name(kind)}, got {value!r}")
     if "concurrency" in flat:
         _check_concurrency(flat["concurrency"], f"{path}: 'concurrency'")
@@ -242,6 +250,10 @@ def _coerce(name: str, raw: str, kind: type | tuple[type, ...], env: str) -> obj
         _check_choice(name, raw, env)
     if kind is str:
         return raw
+    if kind is bool:
+        if raw.strip().lower() not in BOOLEANS:
+            raise UsageError(f"environment variable {env} must be 1 or 0 (true or false), got {raw!r}")
+        return BOOLEANS[raw.strip().lower()]
     try:
         value: object = int(raw) if kind is int else float(raw)
     except ValueError:
@@ -265,4 +277,4 @@ def _check_concurrency(value: object, where: str) -> None:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return {str: "a string", int: "a whole number"}.get(kind, "a number")  # type: ignore[call-overload]
+    return {str: "a string", int: "a whole number", bool: "true or false"}.get(kind, "a number")  # type: ignore[call-overload]

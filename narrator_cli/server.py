@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 import zlib
@@ -26,8 +27,8 @@ from urllib.parse import urlsplit
 
 from . import __version__, http, page, protocol, ws
 from .errors import NarratorError, UsageError
-from .maintenance import cleanup
 from .keys import is_key
+from .maintenance import cleanup
 from .store import Entry, Store
 
 READ_CHUNK = 1 << 17
@@ -67,6 +68,9 @@ class Options:
     idle_timeout: float = 120.0
     quiet: bool = False
     json_log: bool = False
+    storage: Any = None  # a storage.bucket.Bucket behind the folder (``--storage``), or None
+    tls_cert: str | None = None  # PEM certificate chain: serve https:// and wss:// on the same port
+    tls_key: str | None = None  # its private key (PEM); None: in tls_cert
 
 
 class Log:
@@ -169,14 +173,23 @@ class Server:
         self.connections: set[asyncio.Task] = set()
         self._good_hosts: set[str] = set()
         self._heads: dict[str, tuple[dict, str, list[tuple[str, str]], bytes]] = {}  # key -> (meta, _audio_heads)
+        self.tier = None
+        self._fetching: dict[str, asyncio.Future] = {}  # key -> its read-through in flight (one per key)
+        if options.storage is not None:
+            from .storage.tier import Tier
+
+            self.tier = Tier(options.storage, store, self.log)
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
         """Bind, then run the start-up cleanup: a server that cannot listen deletes nothing."""
         host, port = self.options.host, self.options.port
+        context = tls_context(self.options.tls_cert, self.options.tls_key) if self.options.tls_cert else None
         try:
             self.server = await asyncio.start_server(self._connection, host, port, limit=READ_CHUNK,
-                                                     reuse_address=True)
+                                                     reuse_address=True, ssl=context,
+                                                     ssl_handshake_timeout=min(self.options.idle_timeout, 60.0)
+                                                     if context else None)
         except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
             raise UsageError(f"cannot serve on {_host_port(host, port)}: {_bind_error(exc)}") from None
         if self.options.max_age is not None:
@@ -199,7 +212,7 @@ class Server:
         if signalled:  # while the index was read: stop before listening at all
             return
         host, port = await self.start()
-        url = f"http://{_host_port(host, port)}"
+        url = f"{'https' if self.options.tls_cert else 'http'}://{_host_port(host, port)}"
         warming = asyncio.create_task(asyncio.to_thread(page.warm, dict(self.index.entries)))  # the first page load
         if announce is not None:
             announce(url)
@@ -220,6 +233,8 @@ class Server:
         if self.connections:
             await asyncio.wait(self.connections, timeout=grace)
         self.index.flush()  # the next start rebuilds the LRU order from file times
+        if self.tier is not None:
+            await asyncio.to_thread(self.tier.close, grace)
         self.log("stopped", "server stopped")
 
     # --- connections -------------------------------------------------------------
@@ -311,8 +326,11 @@ class Server:
 
         self.index.sync()
         costs = ledger.report(list(self.index.entries.values()), self.index.hits.counts())
-        return {"status": "ok", "version": __version__, "entries": len(self.index.entries),
+        body = {"status": "ok", "version": __version__, "entries": len(self.index.entries),
                 "bytes": self.index.total_size(), **costs}
+        if self.tier is not None:
+            body["storage"] = self.tier.stats()
+        return body
 
     async def _cleanup_request(self, request: http.Request, writer: asyncio.StreamWriter, cors: list) -> None:
         self.index.flush()  # the cleanup reads file times: give it the uses only memory knows
@@ -606,6 +624,11 @@ class Server:
             reply = self.handler.handle(event, data)
             if event == protocol.CHECK_AUDIO:
                 hit = '"narrator:audio-exists"' in reply[:48]
+                if not hit and self.tier is not None:  # answered once the bucket has been asked
+                    task = asyncio.create_task(self._read_through(conn, writer, event, data, reply))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    return
                 self.log("hit" if hit else "miss", data["cacheKey"], cacheKey=data["cacheKey"])
         except protocol.BadMessage as exc:
             self.log("refused", str(exc), cacheKey=exc.cache_key)
@@ -639,6 +662,8 @@ class Server:
             # the thread owns it now, and finishes even if this task is cancelled
             reply = await asyncio.shield(commit)
             self.log("upload", f"{key} ({size} bytes, {mime})", cacheKey=key, size=size)
+            if self.tier is not None:
+                self.tier.enqueue(key)  # after the local commit: the bucket follows, never in the client's way
             await self._evict()
         except protocol.BadMessage as exc:
             self.log("refused", f"upload {key}: {exc}", cacheKey=key)
@@ -649,6 +674,32 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - a bug in one upload: its client still gets an answer
             self.log("error", f"upload {key} failed: {type(exc).__name__}: {exc}", cacheKey=key)
             reply = protocol.encode(protocol.UPLOAD_ERROR, {"cacheKey": key, "error": "server error"})
+        if not conn.closed:
+            conn.send_text(reply)
+            with contextlib.suppress(ConnectionError):
+                writer.write(conn.data_to_send())
+                await writer.drain()
+
+    async def _read_through(self, conn: ws.Connection, writer: asyncio.StreamWriter, event: str, data: dict,
+                            miss: str) -> None:
+        """A check the folder misses: the bucket's entry, verified and kept in the folder, answers it; one
+        fetch per key however many ask at once. The event loop never waits on the bucket itself."""
+        key = data["cacheKey"]
+        reply = miss
+        try:
+            fetch = self._fetching.get(key)
+            if fetch is None:
+                assert self.tier is not None
+                fetch = self._fetching[key] = asyncio.ensure_future(asyncio.to_thread(self.tier.fetch, key))
+                fetch.add_done_callback(lambda _: self._fetching.pop(key, None))
+            entry = await asyncio.shield(fetch)
+            if entry is not None:
+                self.index.add(entry)
+                reply = self.handler.handle(event, data)
+        except (OSError, NarratorError) as exc:
+            self.log("error", f"read-through {key}: {getattr(exc, 'strerror', None) or exc}", cacheKey=key)
+        hit = '"narrator:audio-exists"' in reply[:48]
+        self.log("hit" if hit else "miss", key + (" (from the bucket)" if hit else ""), cacheKey=key)
         if not conn.closed:
             conn.send_text(reply)
             with contextlib.suppress(ConnectionError):
@@ -700,6 +751,32 @@ def _bind_error(exc: OSError | OverflowError) -> str:
     if isinstance(code, int) and code > 0:
         return os.strerror(code).lower()
     return str(getattr(exc, "strerror", None) or exc)  # a host name that does not resolve, a port out of range
+
+
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """The server's TLS context from PEM files, or a one-line UsageError naming the file and why: checked
+    before binding, so a server with a bad certificate never listens."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for path, what in ((cert, "--tls-cert"), (key, "--tls-key")):
+        if path is not None and not os.path.isfile(path):
+            why = "no such file" if not os.path.exists(path) else "not a file"
+            raise UsageError(f"{what} {path}: {why}")
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:
+        raise UsageError(f"cannot use {cert}{f' with {key}' if key else ''}: {_ssl_reason(exc)}") from None
+    return context
+
+
+def _ssl_reason(exc: OSError) -> str:
+    """An ssl error's reason in words (``key values mismatch``), without the library's file and line."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason.replace("_", " ").lower() + " (is it a PEM certificate and its private key?)"
+    if isinstance(exc, ssl.SSLError):
+        return "not a PEM certificate and its private key"
+    return str(exc.strerror or exc).lower()
 
 
 def generate_token() -> str:

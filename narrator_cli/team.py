@@ -125,8 +125,9 @@ class TeamCache:
     """The server's part in ``speak``: best effort. The first time it cannot be reached it is
     switched off with one warning, and the run goes on from the local cache and the provider."""
 
-    def __init__(self, url: str, token: str | None, store: Store, warn: Any) -> None:
-        self.client = Client(url, token)
+    def __init__(self, url: str, token: str | None, store: Store, warn: Any, ca_file: str | None = None,
+                 insecure: bool | None = None) -> None:
+        self.client = Client(url, token, ca_file=ca_file, insecure=insecure)
         self.store = store
         self.warn = warn
         self.off = False

@@ -9,6 +9,8 @@ import typer
 
 from ..errors import NarratorError, UsageError
 from .output import (
+    CaFileOpt,
+    InsecureOpt,
     JsonOpt,
     PathOpt,
     ServerOpt,
@@ -27,7 +29,7 @@ SHOWN_FAILURES = 10  # parts named one per line when cleanup cannot remove them;
 
 
 def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt = None,
-          as_json: JsonOpt = False) -> None:
+          ca_file: CaFileOpt = None, insecure: InsecureOpt = False, as_json: JsonOpt = False) -> None:
     """What the cache holds: entries, size (audio and metadata), duration, voices, characters billed and saved
     by cache hits, broken parts.
 
@@ -38,7 +40,8 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
 
     try:
         if server:
-            health = server_client(settings_for(server=server, token=token)).endpoint("health")
+            health = server_client(settings_for(server=server, token=token,
+                                                ca_file=ca_file, insecure=insecure or None)).endpoint("health")
             if as_json:
                 emit_json(health)
             else:
@@ -114,6 +117,8 @@ def cleanup(
     audio_path: PathOpt = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove old, least recently used and broken entries, and stray temporary files.
@@ -130,7 +135,8 @@ def cleanup(
             if older_than or max_size or dry_run:
                 raise UsageError("a server cleans up by its own --max-age and --max-cache-size; "
                                  "--older-than, --max-size and --dry-run are for the local cache")
-            summary = server_client(settings_for(server=server, token=token)).endpoint("cleanup")
+            summary = server_client(settings_for(server=server, token=token,
+                                                 ca_file=ca_file, insecure=insecure or None)).endpoint("cleanup")
             if as_json:
                 emit_json(summary)
             else:

@@ -10,7 +10,9 @@ import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
+    CaFileOpt,
     FileOpt,
+    InsecureOpt,
     ModelOpt,
     NoServerOpt,
     PathOpt,
@@ -63,6 +65,8 @@ def captions(
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
 ) -> None:
     """Captions for lines or a whole script, with word timings; lines not cached yet are generated first.
@@ -79,10 +83,11 @@ def captions(
             from .project import scan_project, scan_target
 
             settings, found = scan_project(scan_target(text, file=file, provider=provider, voice=voice, model=model),
-                                           audio_path=audio_path, server=server, token=token)
+                                           audio_path=audio_path, server=server, token=token,
+                                           ca_file=ca_file, insecure=insecure or None)
         else:
             settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
-                                    server=server, token=token)
+                                    server=server, token=token, ca_file=ca_file, insecure=insecure or None)
         chosen = script.caption_format(fmt, settings)
         rules, between = script.rules_and_gap(settings, gap=gap, max_chars=max_chars, max_lines=max_lines,
                                               max_seconds=max_seconds, pause=pause)

@@ -10,6 +10,8 @@ import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
+    CaFileOpt,
+    InsecureOpt,
     JsonOpt,
     NoServerOpt,
     PathOpt,
@@ -19,9 +21,9 @@ from .output import (
     fail,
     interrupted,
     plural,
+    server_client,
     settings_for,
     store_for,
-    token_of,
     warn,
 )
 
@@ -40,6 +42,8 @@ def import_history(
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,7 +67,8 @@ def import_history(
         for what, value in (("--voice", voice), ("--model", model)):
             if value is not None and (not value.strip() or not value.isprintable()):
                 raise UsageError(f"{what} needs an id (not blank, no control characters), got {value!r}")
-        settings = settings_for(audio_path=audio_path, server=server, token=token)
+        settings = settings_for(audio_path=audio_path, server=server, token=token,
+                                ca_file=ca_file, insecure=insecure or None)
         section = settings.section("elevenlabs")
         after = core.since_unix(since) if since is not None else None
         mime = core.project_mime(str(section.get("output_format") or DEFAULT_FORMAT))
@@ -75,7 +80,7 @@ def import_history(
         counts = importer.run()
         url = None if no_server or dry_run else settings.get("server")
         if url and importer.imported_keys:
-            core.share(str(url), token_of(settings), store, importer.imported_keys, warn, counts)
+            core.share(server_client(settings), store, importer.imported_keys, warn, counts)
     except Interrupted as exc:
         stop = interrupted(exc)
         if exc.abandoned:  # downloads still in flight; nothing they hold is half-written

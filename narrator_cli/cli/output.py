@@ -21,6 +21,11 @@ ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Team cache s
                                                   show_default=False)]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Server token (better: NARRATOR_TOKEN).",
                                                  show_default=False)]
+CaFileOpt = Annotated[Optional[str], typer.Option("--ca-file", help="PEM certificates to check an https:// server "
+                                                 "against instead of the system's (or NARRATOR_CA_FILE).",
+                                                 show_default=False)]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Send the token over plain http:// to "
+                                             "another machine (or NARRATOR_INSECURE=1).")]
 VoiceOpt = Annotated[Optional[str], typer.Option(help="Voice id \\[default: per provider].", show_default=False)]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model id \\[default: per provider].", show_default=False)]
 ProviderOpt = Annotated[Optional[str], typer.Option(help="elevenlabs, espeak or mock \\[default: espeak].",
@@ -77,7 +82,9 @@ def server_client(settings: Any, required: bool = True) -> Any:
         if required:
             raise UsageError("no server: give --server URL or set NARRATOR_SERVER")
         return None
-    return Client(str(url), token_of(settings))
+    ca_file = settings.get("ca_file")
+    return Client(str(url), token_of(settings), ca_file=str(ca_file) if ca_file else None,
+                  insecure=bool(settings.get("insecure")))
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

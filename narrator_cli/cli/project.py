@@ -9,7 +9,20 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
-from .output import JsonOpt, NoServerOpt, PathOpt, ServerOpt, TokenOpt, emit_json, fail, interrupted, plural, warn
+from .output import (
+    CaFileOpt,
+    InsecureOpt,
+    JsonOpt,
+    NoServerOpt,
+    PathOpt,
+    ServerOpt,
+    TokenOpt,
+    emit_json,
+    fail,
+    interrupted,
+    plural,
+    warn,
+)
 
 ScanPathArg = Annotated[Path | None, typer.Argument(help="Project folder or file [default: the project root, "
                                                         "the nearest folder upwards with package.json or "
@@ -21,6 +34,8 @@ def scan(
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -31,7 +46,8 @@ def scan(
     Example: narrator scan src --json
     """
     try:
-        settings, found = scan_project(path, audio_path=audio_path, server=server, token=token)
+        settings, found = scan_project(path, audio_path=audio_path, server=server, token=token,
+                                       ca_file=ca_file, insecure=insecure or None)
         rows = status_rows(settings, found, no_server)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise interrupted(exc) from None

@@ -37,6 +37,13 @@ def serve(
     json_log: Annotated[bool, typer.Option("--json-log", help="Log JSON lines on stderr.")] = False,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page (the cache to hear and search) in the "
                                             "default browser once listening.")] = False,
+    tls_cert: Annotated[Optional[str], typer.Option(
+        help="PEM certificate (chain): serve https:// and wss:// on the same port.", show_default=False)] = None,
+    tls_key: Annotated[Optional[str], typer.Option(
+        help="PEM private key of --tls-cert \\[default: in the certificate file].", show_default=False)] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        help="Bucket behind the folder, s3://BUCKET/PREFIX (or NARRATOR_STORAGE; credentials from AWS_*).",
+        show_default=False)] = None,
     audio_path: PathOpt = None,
 ) -> None:
     """Share the cache: HTTP + WebSocket server speaking the Motion Canvas narrator events, and a page at / to
@@ -71,6 +78,8 @@ def serve(
                             0.001, MAX_FILE_SIZE / 1e6, f"a number of MB from 0.001 to {MAX_FILE_SIZE / 1e6:g} "
                             "(an upload is held in memory whole)")
         _in_range(idle_timeout, "--idle-timeout", 1, 86400, "a number of seconds from 1 to 86400")
+        if tls_key and not tls_cert:
+            raise UsageError("--tls-key needs --tls-cert (the certificate it is the key of)")
         options = Options(
             host=bind, port=int(port_number),
             token=str(secret) if secret else (generate_token() if generated else None),
@@ -79,7 +88,12 @@ def serve(
             max_file_size=int(file_mb * 1_000_000),
             max_age=None if age.strip().lower() == "never" else parse_age(age),
             max_cache_size=parse_size(str(size)) if size else None,
-            idle_timeout=idle_timeout, quiet=quiet, json_log=json_log)
+            idle_timeout=idle_timeout, quiet=quiet, json_log=json_log,
+            tls_cert=tls_cert or None, tls_key=tls_key or None)
+
+        bucket_url = storage or settings.get("storage")
+        if bucket_url:
+            options.storage = _open_bucket(str(bucket_url))
 
         def announce(url: str) -> None:  # once the socket is bound: a server that never listened has no token
             if generated:
@@ -94,6 +108,19 @@ def serve(
     except OSError as exc:  # binding is checked in the server; this is the folder or the system
         where = f": {exc.filename}" if exc.filename else ""
         raise fail(UsageError(f"cannot serve: {exc.strerror or exc}{where}")) from None
+
+
+def _open_bucket(url: str) -> Any:
+    """The bucket, probed once: wrong credentials or no such bucket stop the server before it starts (exit 2);
+    a bucket that cannot be reached now does not (the server serves its folder and retries)."""
+    from ..storage.bucket import Bucket, Unavailable
+
+    bucket = Bucket.from_url(url)
+    try:
+        bucket.probe()
+    except Unavailable as exc:
+        print(f"narrator: warning: {exc}; serving from the folder until it is back", file=sys.stderr, flush=True)
+    return bucket
 
 
 def _open(url: str) -> None:

@@ -11,7 +11,9 @@ import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
+    CaFileOpt,
     FileOpt,
+    InsecureOpt,
     JsonOpt,
     ModelOpt,
     NoServerOpt,
@@ -51,6 +53,8 @@ def speak(
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     captions: Annotated[str | None, typer.Option("--captions", help="Also write srt, vtt or json captions next "
                                                     "to each --out copy (intro.mp3 -> intro.srt).",
@@ -78,11 +82,13 @@ def speak(
 
         speak_scanned(scan_target(text, file=file, provider=provider, voice=voice, model=model,
                                   format=audio_format, out=out, captions=captions), force, concurrency, no_server, as_json,
-                      dry_run=dry_run, audio_path=audio_path, server=server, token=token, budget=max_characters)
+                      dry_run=dry_run, audio_path=audio_path, server=server, token=token,
+                      ca_file=ca_file, insecure=insecure or None, budget=max_characters)
         return
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path,
-                                concurrency=concurrency, server=server, token=token, format=audio_format,
+                                concurrency=concurrency, server=server, token=token,
+                                ca_file=ca_file, insecure=insecure or None, format=audio_format,
                                 budget=max_characters)
         texts = list(text or []) + (read_script(file) if file else [])
         lines = texts_to_lines(settings, texts)
@@ -256,7 +262,9 @@ def team_cache(settings: Any, store: Any, no_server: bool) -> Any:
         return None
     from ..team import TeamCache
 
-    return TeamCache(str(settings.get("server")), token_of(settings), store, warn)
+    ca_file = settings.get("ca_file")
+    return TeamCache(str(settings.get("server")), token_of(settings), store, warn,
+                     str(ca_file) if ca_file else None, bool(settings.get("insecure")))
 
 
 def dry_run_report(settings: Any, groups: list, force: bool, no_server: bool, as_json: bool,

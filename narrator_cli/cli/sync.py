@@ -9,6 +9,8 @@ import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
+    CaFileOpt,
+    InsecureOpt,
     JsonOpt,
     PathOpt,
     ServerOpt,
@@ -31,6 +33,8 @@ def sync(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would move; move nothing.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep syncing until Ctrl-C (exit 0).")] = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,7 +62,8 @@ def sync(
 
     syncer = None
     try:
-        settings = settings_for(audio_path=audio_path, server=server, token=token)
+        settings = settings_for(audio_path=audio_path, server=server, token=token,
+                                ca_file=ca_file, insecure=insecure or None)
         store = store_for(settings)
         syncer = core.Syncer(server_client(settings), store, pull=not push, push=not pull, dry_run=dry_run,
                              report=report, warn=warn)

@@ -10,7 +10,9 @@ import typer
 
 from ..errors import Interrupted, NarratorError, UsageError
 from .output import (
+    CaFileOpt,
     FileOpt,
+    InsecureOpt,
     JsonOpt,
     ModelOpt,
     NoServerOpt,
@@ -41,6 +43,8 @@ def check(
     server: ServerOpt = None,
     no_server: NoServerOpt = False,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     scan: Annotated[bool, typer.Option("--scan", help="Check the lines of the Motion Canvas project at TEXT (a "
                                        "folder or file; default: the project root); exit 1 names each missing "
@@ -58,11 +62,12 @@ def check(
         from .project import check_scanned, scan_target
 
         check_scanned(scan_target(text, file=file, key=key, provider=provider, voice=voice, model=model),
-                      no_server, as_json, audio_path=audio_path, server=server, token=token)
+                      no_server, as_json, audio_path=audio_path, server=server, token=token,
+                      ca_file=ca_file, insecure=insecure or None)
         return
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
-                                token=token)
+                                token=token, ca_file=ca_file, insecure=insecure or None)
         texts = list(text or []) + (read_script(file) if file else [])
         keys = [check_key(k) for k in key or []]
         if not texts and not keys:
@@ -110,6 +115,8 @@ def upload(
     model: Annotated[Optional[str], typer.Option(help="Model id for --text.")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
     audio_path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -124,7 +131,7 @@ def upload(
 
     try:
         settings = settings_for(provider=provider, voice=voice, model=model, audio_path=audio_path, server=server,
-                                token=token)
+                                token=token, ca_file=ca_file, insecure=insecure or None)
         store = store_for(settings)
         if text is not None:
             if len(keys or []) != 1 or all_:

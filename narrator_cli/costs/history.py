@@ -502,11 +502,10 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def share(url: str, token: str | None, store: Store, keys: list[str], warn: Callable[[str], None],
-          counts: Counts) -> int:
+def share(client: Any, store: Store, keys: list[str], warn: Callable[[str], None], counts: Counts) -> int:
     """Upload the imported entries the team server lacks (best effort: a failure is a warning); how many
     went. Ctrl-C stops the uploads (``ImportInterrupted``); what went stays."""
-    from ..client import Client, ServerUnavailable
+    from ..client import ServerUnavailable
     from ..team import upload
 
     keys = list(dict.fromkeys(keys))
@@ -521,7 +520,6 @@ def share(url: str, token: str | None, store: Store, keys: list[str], warn: Call
             failed.append(row)
         sent += row["status"] == "uploaded"
 
-    client = Client(url, token)
     try:
         client.connect()
         upload(client, store, keys, False, report, warn)

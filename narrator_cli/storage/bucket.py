@@ -1,0 +1,273 @@
+"""An S3-compatible bucket holding cache entries in the folder's layout: ``PREFIX/{key}.{ext}`` and
+``PREFIX/{key}.meta.json``.
+
+The metadata is written last and carries the audio's size and sha256, so a reader never takes a half-uploaded
+or corrupted entry: ``get`` verifies both and refuses (``Corrupt``) what does not match. Both objects are
+created with ``If-None-Match: *``, so two writers of one key never overwrite each other: one wins whole.
+Errors come in three kinds: a miss (``None``), ``Denied`` (credentials or bucket wrong: configuration) and
+``Unavailable`` (unreachable, throttling, a 5xx: try again later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import NarratorError, UsageError
+from . import SCHEME
+
+META_SUFFIX = ".meta.json"
+STALE_ORPHAN = 600.0  # an audio object without metadata this old belongs to a writer that died
+_AUDIO_NAME = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired",
+           "AuthorizationHeaderMalformed", "InvalidClientTokenId", "AccountProblem", "AllAccessDisabled"}
+_UNAVAILABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+                "RequestTimeout", "ServiceUnavailable", "InternalError", "500", "502", "503", "504"}
+HEAD_WORKERS = 8
+
+
+class StorageError(NarratorError):
+    """The bucket failed in a way worth one line."""
+
+
+class Denied(UsageError):
+    """Wrong credentials, or no such bucket: every further request would fail too (configuration: exit 2)."""
+
+
+class Unavailable(StorageError):
+    """Unreachable, throttling or failing for now: the caller keeps working without it and retries later."""
+
+
+class Corrupt(StorageError):
+    """An object whose bytes do not match its metadata: refused, never served."""
+
+
+class Bucket:
+    """One bucket and prefix; thread-safe (boto3 clients are), so a queue thread and the CLI can share it."""
+
+    def __init__(self, client: Any, name: str, prefix: str = "") -> None:
+        self.client, self.name, self.prefix = client, name, prefix.strip("/")
+
+    @classmethod
+    def from_url(cls, url: str) -> Bucket:
+        """``s3://BUCKET/PREFIX``; endpoint, region and credentials from the usual ``AWS_*`` environment."""
+        name, prefix = parse_url(url)
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise UsageError("an s3:// bucket needs boto3: pip install 'narrator-cli[s3]'") from None
+        custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(s3={"addressing_style": "path"} if custom else {}, connect_timeout=3, read_timeout=20,
+                        retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=HEAD_WORKERS * 2)
+        try:
+            session = boto3.session.Session()
+            if not session.region_name and custom:
+                session = boto3.session.Session(region_name="us-east-1")  # a custom endpoint seldom cares
+            client = session.client("s3", config=config)
+        except Exception as exc:  # noqa: BLE001 - botocore's configuration errors have no common base
+            raise UsageError(f"cannot use {url}: {exc}") from None
+        return cls(client, name, prefix)
+
+    @property
+    def url(self) -> str:
+        return f"{SCHEME}{self.name}/{self.prefix}" if self.prefix else f"{SCHEME}{self.name}"
+
+    def object_name(self, file_name: str) -> str:
+        return f"{self.prefix}/{file_name}" if self.prefix else file_name
+
+    # --- reading -------------------------------------------------------------
+    def probe(self) -> None:
+        """One GET of a key that is not there: raises ``Denied`` or ``Unavailable``, else the bucket is usable."""
+        self._get(self.object_name(".narrator-probe"))
+
+    def get(self, key: str) -> tuple[dict, bytes] | None:
+        """(metadata, audio) when the bucket holds a whole entry for ``key``; None for a miss.
+        Raises ``Corrupt`` for bytes that do not match their metadata."""
+        raw = self._get(self.object_name(key + META_SUFFIX))
+        if raw is None:
+            return None
+        meta = _parse_meta(key, raw, self.url)
+        audio = self._get(self.object_name(meta["fileName"]))
+        if audio is None:
+            return None  # metadata without audio: being deleted, or its audio lost; a miss either way
+        if len(audio) != meta["fileSize"] or hashlib.sha256(audio).hexdigest() != meta["sha256"]:
+            raise Corrupt(f"{self.url}: {meta['fileName']} does not match its sha256: refused")
+        return meta, audio
+
+    def exists(self, keys: Iterable[str]) -> dict[str, bool]:
+        """key -> whether the bucket holds its metadata (a HEAD each, a few at a time)."""
+        keys = list(keys)
+        if len(keys) <= 1:
+            return {k: self._exists(k) for k in keys}
+        with ThreadPoolExecutor(min(HEAD_WORKERS, len(keys))) as pool:
+            return dict(zip(keys, pool.map(self._exists, keys)))
+
+    def keys(self) -> set[str]:
+        """Every key with metadata in the bucket (a paginated listing)."""
+        found: set[str] = set()
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=start):
+                for obj in page.get("Contents", ()):
+                    name = obj["Key"][len(start):]
+                    if name.endswith(META_SUFFIX) and re.fullmatch(r"[0-9a-f]{8}", name[:-len(META_SUFFIX)]):
+                        found.add(name[:8])
+        except Exception as exc:  # noqa: BLE001 - mapped to our three kinds
+            raise _translate(exc, self.url) from None
+        return found
+
+    # --- writing -------------------------------------------------------------
+    def put(self, meta: dict, audio: bytes) -> bool:
+        """Create the entry: audio first, metadata last, neither over an existing object. True if this
+        writer's entry is the one in the bucket now, False if another writer's won (not an error)."""
+        key, digest = meta["cacheKey"], hashlib.sha256(audio).hexdigest()
+        if len(audio) != meta.get("fileSize") or digest != meta.get("sha256"):
+            raise Corrupt(f"{key}: the local audio does not match its metadata: not uploaded")
+        audio_name = self.object_name(meta["fileName"])
+        mime = str(meta.get("mimeType") or "application/octet-stream")
+        if not self._create(audio_name, audio, mime, {"sha256": digest}):
+            head = self._head(audio_name)
+            theirs = (head or {}).get("Metadata", {}).get("sha256")
+            if theirs != digest:
+                if self._exists(key):
+                    return False  # another writer's entry is whole
+                if head is not None and _age(head) < STALE_ORPHAN:
+                    return False  # another writer is between its audio and its metadata
+                self._put(audio_name, audio, mime, {"sha256": digest})  # the orphan of a writer that died
+        body = json.dumps(meta, indent=2, ensure_ascii=False).encode()
+        return self._create(self.object_name(key + META_SUFFIX), body, "application/json", {})
+
+    def delete(self, key: str) -> None:
+        """The metadata first (the entry is gone for readers at once), then the audio."""
+        raw = self._get(self.object_name(key + META_SUFFIX))
+        names = [self.object_name(key + META_SUFFIX)]
+        if raw is not None:
+            try:
+                names.append(self.object_name(_parse_meta(key, raw, self.url)["fileName"]))
+            except Corrupt:
+                pass
+        try:
+            for name in names:
+                self.client.delete_object(Bucket=self.name, Key=name)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, self.url) from None
+
+    # --- requests ------------------------------------------------------------
+    def _get(self, name: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=name)["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in _MISSING or _code(exc) == "AccessDenied":  # no list rights: a missing key is a 403
+                return None
+            raise _translate(exc, self.url) from None
+
+    def _head(self, name: str) -> dict | None:
+        try:
+            return self.client.head_object(Bucket=self.name, Key=name)
+        except Exception as exc:  # noqa: BLE001
+            code = _code(exc)
+            if code in _MISSING:
+                return None
+            if code in ("403", "AccessDenied"):  # a HEAD's 403 has no body: a GET tells a missing key from bad keys
+                return {} if self._get_range(name) else None
+            raise _translate(exc, self.url) from None
+
+    def _get_range(self, name: str) -> bool:
+        try:
+            self.client.get_object(Bucket=self.name, Key=name, Range="bytes=0-0")
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in _MISSING or _code(exc) in ("AccessDenied", "InvalidRange"):
+                return _code(exc) == "InvalidRange"  # an empty object is there
+            raise _translate(exc, self.url) from None
+
+    def _exists(self, key: str) -> bool:
+        return self._head(self.object_name(key + META_SUFFIX)) is not None
+
+    def _create(self, name: str, body: bytes, mime: str, metadata: dict[str, str]) -> bool:
+        """Put unless the object exists: False when it does (PreconditionFailed, or a 409 of a race)."""
+        try:
+            self.client.put_object(Bucket=self.name, Key=name, Body=body, ContentType=mime, Metadata=metadata,
+                                   IfNoneMatch="*")
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise _translate(exc, self.url) from None
+
+    def _put(self, name: str, body: bytes, mime: str, metadata: dict[str, str]) -> None:
+        try:
+            self.client.put_object(Bucket=self.name, Key=name, Body=body, ContentType=mime, Metadata=metadata)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, self.url) from None
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://BUCKET/PREFIX``, or a one-line UsageError."""
+    if not isinstance(url, str) or not url.lower().startswith(SCHEME):
+        raise UsageError(f"not a bucket URL (s3://BUCKET/PREFIX): {url!r}")
+    name, _, prefix = url[len(SCHEME):].partition("/")
+    if not _BUCKET_NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"{url!r}: {name!r} is not a bucket name (3 to 63 lowercase letters, digits, '.', '-')")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")) or any(ord(c) < 32 for c in prefix):
+        raise UsageError(f"{url!r}: the prefix must be plain path parts")
+    return name, prefix
+
+
+def _parse_meta(key: str, raw: bytes, where: str) -> dict:
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        meta = None
+    ok = isinstance(meta, dict) and meta.get("cacheKey", key) == key and isinstance(meta.get("fileName"), str)
+    m = _AUDIO_NAME.fullmatch(meta["fileName"]) if ok else None
+    size, digest = (meta.get("fileSize"), meta.get("sha256")) if ok else (None, None)
+    if not (m and m.group(1) == key and isinstance(size, int) and not isinstance(size, bool) and size >= 0
+            and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise Corrupt(f"{where}: {key}{META_SUFFIX} is not valid entry metadata (with size and sha256): refused")
+    return meta
+
+
+def _age(head: dict) -> float:
+    modified = head.get("LastModified")
+    if not isinstance(modified, datetime):
+        return 0.0
+    return (datetime.now(UTC) - modified).total_seconds()
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return str(status or "")
+    return ""
+
+
+def _translate(exc: BaseException, where: str) -> StorageError | Denied:
+    """A boto error as one of our kinds, with one line that names no secret."""
+    code = _code(exc)
+    name = type(exc).__name__
+    if code in _DENIED or name in ("NoCredentialsError", "PartialCredentialsError"):
+        what = "no credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)" if not code else \
+            f"credentials refused ({code})"
+        return Denied(f"{where}: {what}")
+    if code in ("NoSuchBucket", "AccessDenied", "403", "PermanentRedirect", "AuthorizationHeaderMalformed"):
+        return Denied(f"{where}: access refused ({code})" if code != "NoSuchBucket" else f"{where}: no such bucket")
+    if code in _UNAVAILABLE or not code and (type(exc).__module__.startswith(("botocore", "urllib3"))
+                                             or isinstance(exc, OSError)):
+        reason = code or name
+        return Unavailable(f"{where}: unavailable ({reason})")
+    return StorageError(f"{where}: {code}")

@@ -1,0 +1,274 @@
+"""The object-storage tier against a real S3-compatible store (SeaweedFS) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from audio_fixtures import make_mp3, make_wav
+from fake_elevenlabs import FakeElevenLabs
+from s3_store import WeedStore, bucket_env, s3  # noqa: F401 - fixtures
+from serve_process import CLI, start_serve
+from test_sync import eleven_env, rows, run
+
+from narrator_cli.client import Client
+from narrator_cli.errors import UsageError
+from narrator_cli.store import Store
+
+
+def _entry(tmp_path, key: str = "0123abcd", audio: bytes | None = None, mime: str = "audio/mpeg"):
+    """A real local entry (the store writes size and sha256), and its bytes."""
+    audio = audio if audio is not None else make_mp3(0.5)
+    entry = Store(tmp_path / "local").put(key, audio, mime, 0.5, {"text": "hello"})
+    return entry.meta, audio
+
+
+def _bucket(name: str, prefix: str = "team"):
+    from narrator_cli.storage.bucket import Bucket
+
+    return Bucket.from_url(f"s3://{name}/{prefix}")
+
+
+# --- step 1: the bucket ---------------------------------------------------------------------------------------
+def test_put_then_get_round_trips_in_the_folder_layout(bucket_env, tmp_path):  # noqa: F811
+    store, name, _ = bucket_env
+    bucket = _bucket(name)
+    meta, audio = _entry(tmp_path)
+    assert bucket.get("0123abcd") is None
+    assert bucket.put(meta, audio) is True
+    got = bucket.get("0123abcd")
+    assert got is not None and got[1] == audio and got[0]["sha256"] == hashlib.sha256(audio).hexdigest()
+    names = {o["Key"] for o in store.client().list_objects_v2(Bucket=name)["Contents"]}
+    assert names == {"team/0123abcd.mp3", "team/0123abcd.meta.json"}
+    assert bucket.keys() == {"0123abcd"}
+    assert bucket.exists(["0123abcd", "ffffffff"]) == {"0123abcd": True, "ffffffff": False}
+    bucket.delete("0123abcd")
+    assert bucket.get("0123abcd") is None and bucket.keys() == set()
+
+
+def test_keys_pages_through_a_long_listing(bucket_env):  # noqa: F811
+    store, name, _ = bucket_env
+    client = store.client()
+    for i in range(1005):  # more than one page of 1000
+        client.put_object(Bucket=name, Key=f"p/{i:08x}.meta.json", Body=b"{}")
+    client.put_object(Bucket=name, Key="p/not-a-key.meta.json", Body=b"{}")
+    assert len(_bucket(name, "p").keys()) == 1005
+
+
+def test_a_corrupted_audio_object_is_refused_by_its_hash(bucket_env, tmp_path):  # noqa: F811
+    from narrator_cli.storage.bucket import Corrupt
+
+    store, name, _ = bucket_env
+    bucket = _bucket(name)
+    meta, audio = _entry(tmp_path)
+    bucket.put(meta, audio)
+    other = bytearray(audio)
+    other[100] ^= 0xFF  # same size, other bytes
+    store.client().put_object(Bucket=name, Key="team/0123abcd.mp3", Body=bytes(other))
+    with pytest.raises(Corrupt, match="sha256"):
+        bucket.get("0123abcd")
+    store.client().put_object(Bucket=name, Key="team/0123abcd.meta.json", Body=b'{"cacheKey": "0123abcd"}')
+    with pytest.raises(Corrupt, match="not valid entry metadata"):
+        bucket.get("0123abcd")
+
+
+def test_the_store_honours_if_none_match(bucket_env):  # noqa: F811
+    store, name, _ = bucket_env
+    client = store.client()
+    client.put_object(Bucket=name, Key="x", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(Exception, match="PreconditionFailed"):
+        client.put_object(Bucket=name, Key="x", Body=b"second", IfNoneMatch="*")
+    assert client.get_object(Bucket=name, Key="x")["Body"].read() == b"first"
+
+
+def test_two_concurrent_writers_of_one_key_one_wins_whole(bucket_env, tmp_path):  # noqa: F811
+    _, name, _ = bucket_env
+    for round_ in range(5):
+        key = f"{round_:08x}"
+        entries = [_entry(tmp_path / "a", key, make_mp3(0.5 + round_ / 10)),
+                   _entry(tmp_path / "b", key, make_wav(0.4 + round_ / 10), "audio/wav")]
+        results: list[bool] = []
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=_write, args=(start, results, _bucket(name), *e)) for e in entries]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == [False, True]
+        meta, audio = _bucket(name).get(key)  # whole: get checks the audio against its metadata's hash
+        assert (meta["sha256"], audio) in {(m["sha256"], a) for m, a in entries}
+
+
+def _write(start: threading.Barrier, results: list[bool], bucket, meta: dict, audio: bytes) -> None:
+    start.wait(5)
+    results.append(bucket.put(meta, audio))
+
+
+def test_wrong_credentials_are_told_apart_from_a_missing_key(bucket_env, monkeypatch):  # noqa: F811
+    from narrator_cli.storage.bucket import Denied
+
+    _, name, _ = bucket_env
+    _bucket(name).probe()  # a missing key: fine
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(Denied, match="SignatureDoesNotMatch") as raised:
+        _bucket(name).probe()
+    assert "not-the-secret" not in str(raised.value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    with pytest.raises(Denied, match="InvalidAccessKeyId"):
+        _bucket(name).get("0123abcd")
+
+
+def test_an_unreachable_store_is_unavailable(monkeypatch):
+    import boto3  # noqa: F401
+    from narrator_cli.storage.bucket import Unavailable
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with pytest.raises(Unavailable, match="unavailable"):
+        _bucket("somebucket").get("0123abcd")
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3://A_B/x", "s3://ok-bucket/a//b", "s3://ok-bucket/../x", "http://x/y"])
+def test_a_bad_bucket_url_is_one_line(url):
+    from narrator_cli.storage.bucket import parse_url
+
+    with pytest.raises(UsageError):
+        parse_url(url)
+    assert parse_url("s3://ok-bucket/a/b/") == ("ok-bucket", "a/b")
+
+
+# --- step 2: narrator serve --storage -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def serves(tmp_path):
+    procs: list[subprocess.Popen] = []
+
+    def start(folder: str, url: str, *args: str) -> str:
+        proc, base = start_serve("--audio-path", str(tmp_path / folder), "--storage", url, *args, cwd=tmp_path,
+                                 drain=True)
+        procs.append(proc)
+        return base
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
+
+
+def _health(url: str) -> dict:
+    with Client(url) as client:
+        return client.endpoint("health")
+
+
+def _settled(url: str, uploaded: int, timeout: float = 60.0) -> dict:
+    """The server's bucket counters once ``uploaded`` entries reached the bucket (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        storage = _health(url)["storage"]
+        if storage["uploaded"] >= uploaded and storage["pending"] == 0 or time.monotonic() > deadline:
+            return storage
+        time.sleep(0.2)
+
+
+def test_two_servers_one_bucket_the_team_pays_once(bucket_env, serves, tmp_path):  # noqa: F811
+    _, name, env = bucket_env
+    a, b = serves("a-cache", f"s3://{name}/team"), serves("b-cache", f"s3://{name}/team")
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir(), bob.mkdir()
+    lines = ["The first line.", "A second line."]
+    with FakeElevenLabs() as fake:
+        r = run(alice, "speak", *lines, "--server", a, "--json", env={**env, **eleven_env(fake)})
+        assert r.returncode == 0, r.stderr
+        assert len(fake.posts()) == 2
+        assert _settled(a, 2)["uploaded"] == 2
+        r = run(bob, "speak", *lines, "--server", b, "--json", env={**env, **eleven_env(fake)})
+        assert r.returncode == 0, r.stderr
+        assert {row["status"] for row in rows(r)} == {"server"}
+        assert len(fake.posts()) == 2  # the team paid once
+    assert _health(b)["storage"]["readThrough"] == 2
+    assert len(list((tmp_path / "b-cache").glob("*.meta.json"))) == 2  # kept in B's folder
+
+
+def test_a_corrupted_object_is_refused_by_the_server(bucket_env, serves, tmp_path):  # noqa: F811
+    store, name, _ = bucket_env
+    meta, audio = _entry(tmp_path)
+    _bucket(name).put(meta, audio)
+    other = bytearray(audio)
+    other[200] ^= 0x55
+    store.client().put_object(Bucket=name, Key="team/0123abcd.mp3", Body=bytes(other))
+    url = serves("cache", f"s3://{name}/team")
+    with Client(url) as client:
+        assert client.check(["0123abcd"]) == {"0123abcd": None}
+    assert _health(url)["storage"]["corrupt"] == 1
+    assert not (tmp_path / "cache" / "0123abcd.mp3").exists()
+
+
+def test_wrong_credentials_refuse_to_start_with_one_line(bucket_env, tmp_path):  # noqa: F811
+    _, name, _ = bucket_env
+    r = subprocess.run([*CLI, "serve", "--port", "0", "--storage", f"s3://{name}/team"], cwd=tmp_path,
+                       env={**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-value"},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("narrator: error: ") and "credentials" in r.stderr
+    assert "wrong-secret-value" not in r.stderr
+
+
+def test_storage_is_refused_in_narrator_toml(tmp_path):
+    (tmp_path / "narrator.toml").write_text('storage = "s3://b-ucket/x"\n')
+    r = run(tmp_path, "serve", "--port", "0")
+    assert r.returncode == 2 and "does not belong in a project file" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_the_bucket_killed_and_restarted_under_load_loses_nothing(tmp_path, serves, monkeypatch):
+    import boto3  # noqa: F401
+    weed = WeedStore(tmp_path / "weed")
+    weed.start()
+    try:
+        for k, v in weed.env().items():
+            monkeypatch.setenv(k, v)
+        name = weed.new_bucket()
+        a, b = serves("a-cache", f"s3://{name}/p"), serves("b-cache", f"s3://{name}/p")
+        local = Store(tmp_path / "local")
+        entries = [local.put(f"{i:08x}", make_mp3(0.2 + i / 100), "audio/mpeg", 0.2, {"text": str(i)})
+                   for i in range(40)]
+        with Client(a) as client:
+            for i, entry in enumerate(entries):
+                client.upload(entry, local.read_audio(entry))  # acknowledged: the bucket must get it
+                if i == 10:
+                    weed.kill()
+                if i == 25:
+                    weed.start()
+        storage = _settled(a, len(entries), timeout=120)
+        assert storage["uploaded"] == len(entries) and storage["overflowed"] == 0
+        with Client(b) as client:  # every entry read through by the other server, whole
+            found = client.check([e.key for e in entries])
+            assert all(found.values())
+            for entry in entries:
+                got = client.download(Store(tmp_path / "fetched"), found[entry.key])
+                assert got.meta["sha256"] == entry.meta["sha256"]
+    finally:
+        weed.stop()
+
+
+def test_a_cache_hit_speak_never_imports_boto3(tmp_path):
+    """The bucket's client is large: a speak that uses no bucket must not pay for loading it."""
+    r = run(tmp_path, "speak", "A cached line.", "--provider", "espeak", "--json")
+    if r.returncode != 0:
+        pytest.skip(f"espeak cannot speak here: {r.stderr.strip()}")
+    probe = ("import sys\nfrom narrator_cli.cli import main\ntry:\n    main()\nfinally:\n"
+             "    print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')"
+             " or m.startswith('narrator_cli.storage.')), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "speak", "A cached line.", "--provider", "espeak", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "cached", proc.stderr
+    assert "loaded: []" in proc.stderr
