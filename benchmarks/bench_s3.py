@@ -3,8 +3,10 @@
 1. A read-through miss on `narrator serve --storage`: a check of a key only the bucket holds (the server GETs
    its metadata and audio, verifies the hash, keeps it in its folder, answers) against a plain boto3 GET of the
    same audio object (target: within 1.5x). Median of N distinct keys, alternated.
-2. 500 keys checked against the bucket directly (``Bucket.exists``, what a bucket-backed ``check`` asks)
+2. 500 keys checked against the bucket directly (``Bucket.exists``)
    against the same 500 HEAD requests made one after another with boto3 (target: within 1.3x).
+3. The real command, ``narrator check --server s3://BUCKET/PREFIX --file`` of 500 lines (a process, start-up
+   included; a metadata GET per line, a few at once), against 500 sequential boto3 HEADs (target: within 1.3x).
 
 Loops are bounded; everything lives in a temporary folder. Run:
     python benchmarks/bench_s3.py
@@ -97,6 +99,37 @@ def run(root: Path, weed: WeedStore) -> None:
     ratio, ours, heads = sorted(rounds)[len(rounds) // 2]
     print(f"2. {CHECK_KEYS} keys against the bucket: Bucket.exists {ours * 1000:.0f} ms; {CHECK_KEYS} sequential "
           f"boto3 HEADs {heads * 1000:.0f} ms; ratio {ratio:.2f}x (target <= 1.3x)")
+    check_command(root, name, client)
+
+
+def check_command(root: Path, name: str, client) -> None:
+    """3. ``narrator check --server s3://... --file`` of CHECK_KEYS lines, the real command in a process (start-up
+    included), against CHECK_KEYS sequential boto3 HEADs of their metadata in this process."""
+    import subprocess
+
+    from serve_process import CLI
+
+    script = root / "script.txt"
+    script.write_text("".join(f"Line number {i} of the benchmark script.\n" for i in range(CHECK_KEYS)))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(root / "xdg")}
+    args = [*CLI, "check", "--file", str(script), "--provider", "espeak", "--json", "--server", f"s3://{name}/bench"]
+    rounds = []
+    for _ in range(3):
+        t = time.perf_counter()
+        r = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+        ours = time.perf_counter() - t
+        assert r.returncode in (0, 1) and r.stdout.count("\n") == CHECK_KEYS, r.stderr
+        t = time.perf_counter()
+        for i in range(CHECK_KEYS):
+            try:
+                client.head_object(Bucket=name, Key=f"bench/{i:08x}.meta.json")
+            except client.exceptions.ClientError:
+                pass
+        heads = time.perf_counter() - t
+        rounds.append((ours / heads, ours, heads))
+    ratio, ours, heads = sorted(rounds)[len(rounds) // 2]
+    print(f"3. narrator check --file ({CHECK_KEYS} lines) against the bucket: {ours * 1000:.0f} ms with start-up; "
+          f"{CHECK_KEYS} sequential boto3 HEADs {heads * 1000:.0f} ms; ratio {ratio:.2f}x (target <= 1.3x)")
 
 
 if __name__ == "__main__":

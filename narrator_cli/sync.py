@@ -243,8 +243,10 @@ class Syncer:
     def reset(self) -> None:
         """After the server went away: a fresh client (a closed one stays broken), and a full listing next."""
         self.close()
-        self.client = Client(self.client.url, self.client.token, ca_file=self.client.ca_file,
-                             insecure=self.client.insecure)
+        from .storage import open_remote
+
+        self.client = open_remote(self.client.url, self.client.token, ca_file=self.client.ca_file,
+                                  insecure=self.client.insecure)
         self.cursor = self.etag = None
 
 

@@ -127,7 +127,9 @@ class TeamCache:
 
     def __init__(self, url: str, token: str | None, store: Store, warn: Any, ca_file: str | None = None,
                  insecure: bool | None = None) -> None:
-        self.client = Client(url, token, ca_file=ca_file, insecure=insecure)
+        from .storage import open_remote
+
+        self.client = open_remote(url, token, ca_file=ca_file, insecure=insecure)  # a server or a bucket
         self.store = store
         self.warn = warn
         self.off = False

@@ -15,7 +15,7 @@ from audio_fixtures import make_mp3, make_wav
 from fake_elevenlabs import FakeElevenLabs
 from s3_store import WeedStore, bucket_env, s3  # noqa: F401 - fixtures
 from serve_process import CLI, start_serve
-from test_sync import eleven_env, rows, run
+from test_sync import eleven_env, put, rows, run
 
 from narrator_cli.client import Client
 from narrator_cli.errors import UsageError
@@ -272,3 +272,110 @@ def test_a_cache_hit_speak_never_imports_boto3(tmp_path):
                           env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "cached", proc.stderr
     assert "loaded: []" in proc.stderr
+
+
+# --- step 3: the CLI against a bucket directly (--server s3://...) ---------------------------------------------
+def test_speak_against_a_bucket_the_team_pays_once(bucket_env, tmp_path):  # noqa: F811
+    store, name, env = bucket_env
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir(), bob.mkdir()
+    lines = ["The first line.", "A second line."]
+    url = f"s3://{name}/team"
+    with FakeElevenLabs() as fake:
+        r = run(alice, "speak", *lines, "--server", url, "--json", env={**env, **eleven_env(fake)})
+        assert r.returncode == 0, r.stderr
+        assert {row["status"] for row in rows(r)} == {"generated"} and len(fake.posts()) == 2
+        names = {o["Key"] for o in store.client().list_objects_v2(Bucket=name)["Contents"]}
+        keys = {row["cacheKey"] for row in rows(r)}
+        assert names == {f"team/{k}.{ext}" for k in keys for ext in ("mp3", "meta.json")}
+        r = run(bob, "speak", *lines, "--json", env={**env, **eleven_env(fake), "NARRATOR_SERVER": url})
+        assert r.returncode == 0, r.stderr
+        assert {row["status"] for row in rows(r)} == {"server"}
+        assert len(fake.posts()) == 2  # the team paid once
+    assert len(list((bob / "audio-cache").glob("*.meta.json"))) == 2
+
+
+def test_check_upload_sync_and_stats_against_a_bucket(bucket_env, tmp_path):  # noqa: F811
+    _, name, env = bucket_env
+    url = f"s3://{name}/team"
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir(), bob.mkdir()
+    local = Store(alice / "audio-cache")
+    audios = {key: put(local, key) for key in ("0000000a", "0000000b", "0000000c")}
+    r = run(alice, "check", "--key", "0000000a", "--server", url, env=env)
+    assert r.returncode == 1 and "server:NO" in r.stdout, r.stderr
+    r = run(alice, "upload", "--all", "--server", url, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert {row["status"] for row in rows(r)} == {"uploaded"} and len(rows(r)) == 3
+    r = run(alice, "check", "--key", "0000000a", "--key", "0000000b", "--server", url, env=env)
+    assert r.returncode == 0 and r.stdout.count("server:yes") == 2, r.stderr
+    r = run(alice, "upload", "--all", "--server", url, "--json", env=env)  # the second time: all present
+    assert {row["status"] for row in rows(r)} == {"present"}, r.stderr
+    r = run(bob, "sync", "--pull", "--server", url, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    fetched = Store(bob / "audio-cache")
+    for key, audio in audios.items():
+        entry = fetched.get(key)
+        assert entry is not None and fetched.read_audio(entry) == audio
+    r = run(bob, "stats", "--server", url, env=env)
+    assert r.returncode == 0, r.stderr
+    expected = sum(p.stat().st_size for p in (alice / "audio-cache").glob("0000000?.*"))
+    assert r.stdout.startswith(f"{url}: bucket, 3 entries, ") and "from a listing" in r.stdout
+    r = run(bob, "stats", "--server", url, "--json", env=env)
+    assert json.loads(r.stdout)["entries"] == 3 and json.loads(r.stdout)["bytes"] == expected
+
+
+def test_sync_push_to_a_bucket(bucket_env, tmp_path):  # noqa: F811
+    _, name, env = bucket_env
+    local = Store(tmp_path / "audio-cache")
+    audio = put(local, "0000000d")
+    r = run(tmp_path, "sync", "--push", "--server", f"s3://{name}/p", "--json", env=env)
+    assert r.returncode == 0 and [row["status"] for row in rows(r)] == ["pushed"], r.stderr
+    assert _bucket(name, "p").get("0000000d")[1] == audio
+
+
+def test_wrong_credentials_for_a_bucket_are_one_line_exit_2(bucket_env, tmp_path):  # noqa: F811
+    _, name, env = bucket_env
+    bad = {**env, "AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}
+    for args in (["check", "A line.", "--provider", "espeak"], ["stats"], ["sync", "--pull"],
+                 ["speak", "A line.", "--provider", "espeak"]):
+        r = run(tmp_path, *args, "--server", f"s3://{name}/team", env=bad)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("narrator: error: ") and "credentials" in r.stderr
+        assert "wrong-secret-value" not in r.stderr
+
+
+def test_an_unreachable_bucket_is_as_an_unreachable_server(tmp_path):
+    env = {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    url = "s3://somebucket/team"
+    r = run(tmp_path, "check", "--key", "0123abcd", "--server", url, env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unavailable" in r.stderr, r.stderr
+    with FakeElevenLabs() as fake:
+        r = run(tmp_path, "speak", "A line.", "--server", url, "--json", env={**env, **eleven_env(fake)})
+    assert r.returncode == 0, r.stderr
+    assert rows(r)[0]["status"] == "generated" and "team cache skipped" in r.stderr
+
+
+def test_stats_names_a_servers_bucket_tier(bucket_env, serves, tmp_path):  # noqa: F811
+    _, name, _ = bucket_env
+    url = serves("cache", f"s3://{name}/team")
+    local = Store(tmp_path / "local")
+    entry = local.put("0000000e", make_mp3(0.3), "audio/mpeg", 0.3, {"text": "x"})
+    with Client(url) as client:
+        client.upload(entry, local.read_audio(entry))
+    _settled(url, 1)
+    r = run(tmp_path, "stats", "--server", url)
+    assert r.returncode == 0, r.stderr
+    assert f"bucket s3://{name}/team: 1 uploaded, 0 pending, 0 overflowed, 0 refused as corrupt" in r.stdout
+
+
+def test_get_of_a_non_mp3_entry_reads_the_file_its_metadata_names(bucket_env, tmp_path):  # noqa: F811
+    """``get`` asks for ``{key}.mp3`` alongside the metadata; an entry of another type must not take it."""
+    store, name, _ = bucket_env
+    bucket = _bucket(name)
+    meta, audio = _entry(tmp_path, audio=make_wav(0.4), mime="audio/wav")
+    bucket.put(meta, audio)
+    store.client().put_object(Bucket=name, Key="team/0123abcd.mp3", Body=make_mp3(0.2))  # a stray of another type
+    got = bucket.get("0123abcd")
+    assert got is not None and got[0]["fileName"] == "0123abcd.wav" and got[1] == audio

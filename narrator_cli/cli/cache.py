@@ -44,6 +44,10 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
                                                 ca_file=ca_file, insecure=insecure or None)).endpoint("health")
             if as_json:
                 emit_json(health)
+            elif health.get("bucket") is True:  # --server s3://...: what one listing tells
+                print(f"{server}: bucket, {plural(as_count(health.get('entries')), 'entry')}, "
+                      f"{human_size(as_count(health.get('bytes')))} (from a listing; duration, characters and "
+                      "hits are counted only by narrator serve)")
             else:
                 print(f"{server}: narrator serve {health.get('version')}, "
                       f"{plural(as_count(health.get('entries')), 'entry')}, "
@@ -52,6 +56,8 @@ def stats(audio_path: PathOpt = None, server: ServerOpt = None, token: TokenOpt 
                     from rich.console import Console
 
                     _print_costs(health, Console(soft_wrap=True, highlight=False), billed=True)
+                if isinstance(health.get("storage"), dict):  # serve --storage
+                    print(bucket_line(health["storage"]))
             return
         report = compute(store_for(settings_for(audio_path=audio_path)))
     except NarratorError as exc:
@@ -165,6 +171,15 @@ def cleanup(
               f"{plural(result.remaining_entries, 'entry')} ({human_size(result.remaining_bytes)}) "
               f"{'remains' if result.remaining_entries == 1 else 'remain'}")
     _report_failures(result.failed)
+
+
+def bucket_line(storage: dict) -> str:
+    """The line ``stats --server`` gives a server's bucket tier."""
+    from ..maintenance import as_count
+
+    return (f"bucket {storage.get('url')}: {as_count(storage.get('uploaded')):,} uploaded, "
+            f"{as_count(storage.get('pending')):,} pending, {as_count(storage.get('overflowed')):,} overflowed, "
+            f"{as_count(storage.get('corrupt')):,} refused as corrupt")
 
 
 def _report_failures(failed: list[tuple[str, str]], where: str = "") -> None:

@@ -74,8 +74,9 @@ def token_of(settings: Any) -> str | None:
 
 
 def server_client(settings: Any, required: bool = True) -> Any:
-    from ..client import Client
+    """The configured team cache's client (a server, or an ``s3://`` bucket), or None when none is set."""
     from ..errors import UsageError
+    from ..storage import open_remote
 
     url = settings.get("server")
     if not url:
@@ -83,8 +84,8 @@ def server_client(settings: Any, required: bool = True) -> Any:
             raise UsageError("no server: give --server URL or set NARRATOR_SERVER")
         return None
     ca_file = settings.get("ca_file")
-    return Client(str(url), token_of(settings), ca_file=str(ca_file) if ca_file else None,
-                  insecure=bool(settings.get("insecure")))
+    return open_remote(str(url), token_of(settings), ca_file=str(ca_file) if ca_file else None,
+                       insecure=bool(settings.get("insecure")))
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

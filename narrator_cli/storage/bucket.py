@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "Expir
 _UNAVAILABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                 "RequestTimeout", "ServiceUnavailable", "InternalError", "500", "502", "503", "504"}
 HEAD_WORKERS = 8
+_POOL_LOCK = threading.Lock()
 
 
 class StorageError(NarratorError):
@@ -55,10 +57,12 @@ class Bucket:
 
     def __init__(self, client: Any, name: str, prefix: str = "") -> None:
         self.client, self.name, self.prefix = client, name, prefix.strip("/")
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> Bucket:
-        """``s3://BUCKET/PREFIX``; endpoint, region and credentials from the usual ``AWS_*`` environment."""
+    def from_url(cls, url: str, ca_file: str | None = None, insecure: bool = False) -> Bucket:
+        """``s3://BUCKET/PREFIX``; endpoint, region and credentials from the usual ``AWS_*`` environment.
+        ``ca_file`` / ``insecure``: how an https endpoint's certificate is checked, as for a server."""
         name, prefix = parse_url(url)
         try:
             import boto3
@@ -72,7 +76,8 @@ class Bucket:
             session = boto3.session.Session()
             if not session.region_name and custom:
                 session = boto3.session.Session(region_name="us-east-1")  # a custom endpoint seldom cares
-            client = session.client("s3", config=config)
+            verify: bool | str | None = False if insecure else (ca_file or None)
+            client = session.client("s3", config=config, verify=verify)
         except Exception as exc:  # noqa: BLE001 - botocore's configuration errors have no common base
             raise UsageError(f"cannot use {url}: {exc}") from None
         return cls(client, name, prefix)
@@ -91,17 +96,49 @@ class Bucket:
 
     def get(self, key: str) -> tuple[dict, bytes] | None:
         """(metadata, audio) when the bucket holds a whole entry for ``key``; None for a miss.
-        Raises ``Corrupt`` for bytes that do not match their metadata."""
-        raw = self._get(self.object_name(key + META_SUFFIX))
+        Raises ``Corrupt`` for bytes that do not match their metadata.
+
+        One round trip, not two: ``{key}.mp3`` (almost every entry's audio) is asked for alongside the metadata;
+        the metadata's ``fileName`` is fetched after it only when it names another file."""
+        guess = f"{key}.mp3"
+        audio_get = self._pool().submit(self._get, self.object_name(guess))
+        try:
+            raw = self._get(self.object_name(key + META_SUFFIX))
+        except BaseException:
+            audio_get.cancel()
+            raise
         if raw is None:
+            audio_get.cancel()
             return None
         meta = _parse_meta(key, raw, self.url)
+        if meta["fileName"] != guess:
+            audio_get.cancel()
+            audio = self.read_audio(meta)
+        else:
+            audio = audio_get.result()
+            if audio is not None:
+                _verify(meta, audio, self.url)
+        return None if audio is None else (meta, audio)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads for the audio GET that goes alongside a metadata GET (made on first use)."""
+        with _POOL_LOCK:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(HEAD_WORKERS, thread_name_prefix="narrator-bucket")
+            return self._executor
+
+    def meta(self, key: str) -> dict | None:
+        """The valid metadata of ``key`` or None (a miss); ``Corrupt`` when it is not entry metadata."""
+        raw = self._get(self.object_name(key + META_SUFFIX))
+        return None if raw is None else _parse_meta(key, raw, self.url)
+
+    def read_audio(self, meta: dict) -> bytes | None:
+        """The audio ``meta`` (valid, from ``meta``) describes, verified; None when it is gone (being deleted,
+        or lost: a miss either way); ``Corrupt`` when its bytes differ."""
         audio = self._get(self.object_name(meta["fileName"]))
-        if audio is None:
-            return None  # metadata without audio: being deleted, or its audio lost; a miss either way
-        if len(audio) != meta["fileSize"] or hashlib.sha256(audio).hexdigest() != meta["sha256"]:
-            raise Corrupt(f"{self.url}: {meta['fileName']} does not match its sha256: refused")
-        return meta, audio
+        if audio is not None:
+            _verify(meta, audio, self.url)
+        return audio
 
     def exists(self, keys: Iterable[str]) -> dict[str, bool]:
         """key -> whether the bucket holds its metadata (a HEAD each, a few at a time)."""
@@ -113,16 +150,31 @@ class Bucket:
 
     def keys(self) -> set[str]:
         """Every key with metadata in the bucket (a paginated listing)."""
-        found: set[str] = set()
+        return set(self.listing())
+
+    def listing(self) -> dict[str, dict]:
+        """key -> what one paginated listing tells of each entry with metadata: ``fileName`` and ``fileSize`` of
+        its audio (absent while the audio is missing) and ``bytes``, audio and metadata together. No
+        sha256, text or duration: those are in each metadata object, a GET each."""
+        metas: dict[str, int] = {}
+        audio: dict[str, tuple[str, int]] = {}
         start = f"{self.prefix}/" if self.prefix else ""
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=start):
                 for obj in page.get("Contents", ()):
                     name = obj["Key"][len(start):]
                     if name.endswith(META_SUFFIX) and re.fullmatch(r"[0-9a-f]{8}", name[:-len(META_SUFFIX)]):
-                        found.add(name[:8])
+                        metas[name[:8]] = int(obj.get("Size") or 0)
+                    elif (m := _AUDIO_NAME.fullmatch(name)) is not None:
+                        audio[m.group(1)] = (name, int(obj.get("Size") or 0))
         except Exception as exc:  # noqa: BLE001 - mapped to our three kinds
             raise _translate(exc, self.url) from None
+        found: dict[str, dict] = {}
+        for key, meta_size in metas.items():
+            row: dict = {"bytes": meta_size}
+            if key in audio:
+                row.update(fileName=audio[key][0], fileSize=audio[key][1], bytes=meta_size + audio[key][1])
+            found[key] = row
         return found
 
     # --- writing -------------------------------------------------------------
@@ -236,6 +288,11 @@ def _parse_meta(key: str, raw: bytes, where: str) -> dict:
             and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
         raise Corrupt(f"{where}: {key}{META_SUFFIX} is not valid entry metadata (with size and sha256): refused")
     return meta
+
+
+def _verify(meta: dict, audio: bytes, where: str) -> None:
+    if len(audio) != meta["fileSize"] or hashlib.sha256(audio).hexdigest() != meta["sha256"]:
+        raise Corrupt(f"{where}: {meta['fileName']} does not match its sha256: refused")
 
 
 def _age(head: dict) -> float:
