@@ -379,3 +379,30 @@ def test_get_of_a_non_mp3_entry_reads_the_file_its_metadata_names(bucket_env, tm
     store.client().put_object(Bucket=name, Key="team/0123abcd.mp3", Body=make_mp3(0.2))  # a stray of another type
     got = bucket.get("0123abcd")
     assert got is not None and got[0]["fileName"] == "0123abcd.wav" and got[1] == audio
+
+
+def test_cleanup_storage_removes_the_oldest_entries_metadata_first(bucket_env, tmp_path):  # noqa: F811
+    """``cleanup --storage``: by age, then the oldest until the rest fits; --dry-run removes nothing."""
+    _, name, env = bucket_env
+    url = f"s3://{name}/old"
+    local = Store(tmp_path / "audio-cache")
+    keys = ["0000c001", "0000c002", "0000c003"]
+    for key in keys:  # completed a second or more apart: the listing's times have whole seconds
+        put(local, key)
+        r = run(tmp_path, "upload", key, "--server", url, env=env)
+        assert r.returncode == 0, r.stderr
+        time.sleep(1.1)
+    sizes = {key: sum(p.stat().st_size for p in (tmp_path / "audio-cache").glob(f"{key}.*")) for key in keys}
+    fits_one = str(sizes[keys[2]] + 10) + "B"
+    dry = run(tmp_path, "cleanup", "--storage", url, "--max-size", fits_one, "--dry-run", "--json", env=env)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["removed"] == keys[:2], dry.stderr
+    assert run(tmp_path, "check", *sum((["--key", k] for k in keys), []), "--server", url, env=env).returncode == 0
+    done = run(tmp_path, "cleanup", "--storage", url, "--max-size", fits_one, env=env)
+    assert done.returncode == 0 and "removed 2 entries" in done.stdout and "1 entry kept" in done.stdout, done.stderr
+    gone = run(tmp_path, "check", "--key", keys[0], "--server", url, env=env)
+    assert gone.returncode == 1
+    assert run(tmp_path, "check", "--key", keys[2], "--server", url, env=env).returncode == 0
+    aged = run(tmp_path, "cleanup", "--storage", url, "--older-than", "1s", "--json", env=env)
+    assert aged.returncode == 0 and json.loads(aged.stdout)["removed"] == [keys[2]], aged.stderr
+    bare = run(tmp_path, "cleanup", "--storage", url, env=env)
+    assert bare.returncode == 2 and "needs --older-than and/or --max-size" in bare.stderr

@@ -122,6 +122,9 @@ def cleanup(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
     audio_path: PathOpt = None,
     server: ServerOpt = None,
+    storage: Annotated[Optional[str], typer.Option(
+        "--storage", help="Clean this bucket (s3://BUCKET/PREFIX) instead: entries older than --older-than, "
+        "then the oldest until it fits --max-size.", show_default=False)] = None,
     token: TokenOpt = None,
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
@@ -137,6 +140,8 @@ def cleanup(
     from ..maintenance import cleanup as run
 
     try:
+        if storage:
+            return _clean_bucket(storage, older_than, max_size, dry_run, ca_file, insecure, as_json)
         if server:
             if older_than or max_size or dry_run:
                 raise UsageError("a server cleans up by its own --max-age and --max-cache-size; "
@@ -180,6 +185,28 @@ def bucket_line(storage: dict) -> str:
     return (f"bucket {storage.get('url')}: {as_count(storage.get('uploaded')):,} uploaded, "
             f"{as_count(storage.get('pending')):,} pending, {as_count(storage.get('overflowed')):,} overflowed, "
             f"{as_count(storage.get('corrupt')):,} refused as corrupt")
+
+
+def _clean_bucket(url: str, older_than: str | None, max_size: str | None, dry_run: bool, ca_file: str | None,
+                  insecure: bool, as_json: bool) -> None:
+    """``cleanup --storage``: what a bucket's lifecycle rules would do, on demand."""
+    from ..maintenance import parse_age, parse_size
+
+    if older_than is None and max_size is None:
+        raise UsageError("cleanup --storage needs --older-than and/or --max-size (a bucket records no use)")
+    age = parse_age(older_than) if older_than is not None else None
+    size = parse_size(max_size) if max_size is not None else None
+    from ..storage import bucket as objects
+
+    ca = ca_file or settings_for().get("ca_file")
+    result = objects.cleanup(objects.Bucket.from_url(url, str(ca) if ca else None, insecure), age, size, dry_run)
+    if as_json:
+        emit_json(result)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        print(f"{url}: {verb} {plural(len(result['removed']), 'entry')}, freeing "
+              f"{human_size(result['freedBytes'])}; {plural(result['kept'], 'entry')} kept")
+    _report_failures([(f["cacheKey"], f["error"]) for f in result["failed"]], f"{url}: ")
 
 
 def _report_failures(failed: list[tuple[str, str]], where: str = "") -> None:

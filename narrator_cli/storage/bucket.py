@@ -154,9 +154,11 @@ class Bucket:
 
     def listing(self) -> dict[str, dict]:
         """key -> what one paginated listing tells of each entry with metadata: ``fileName`` and ``fileSize`` of
-        its audio (absent while the audio is missing) and ``bytes``, audio and metadata together. No
+        its audio (absent while the audio is missing), ``bytes``, audio and metadata together, and ``modified``,
+        when the entry was completed (unix time). No
         sha256, text or duration: those are in each metadata object, a GET each."""
         metas: dict[str, int] = {}
+        made: dict[str, float] = {}  # key -> when its metadata object was written (unix time)
         audio: dict[str, tuple[str, int]] = {}
         start = f"{self.prefix}/" if self.prefix else ""
         try:
@@ -165,13 +167,16 @@ class Bucket:
                     name = obj["Key"][len(start):]
                     if name.endswith(META_SUFFIX) and re.fullmatch(r"[0-9a-f]{8}", name[:-len(META_SUFFIX)]):
                         metas[name[:8]] = int(obj.get("Size") or 0)
+                        modified = obj.get("LastModified")
+                        if isinstance(modified, datetime):
+                            made[name[:8]] = modified.timestamp()
                     elif (m := _AUDIO_NAME.fullmatch(name)) is not None:
                         audio[m.group(1)] = (name, int(obj.get("Size") or 0))
         except Exception as exc:  # noqa: BLE001 - mapped to our three kinds
             raise _translate(exc, self.url) from None
         found: dict[str, dict] = {}
         for key, meta_size in metas.items():
-            row: dict = {"bytes": meta_size}
+            row: dict = {"bytes": meta_size, "modified": made.get(key, 0.0)}
             if key in audio:
                 row.update(fileName=audio[key][0], fileSize=audio[key][1], bytes=meta_size + audio[key][1])
             found[key] = row
@@ -328,3 +333,35 @@ def _translate(exc: BaseException, where: str) -> StorageError | Denied:
         reason = code or name
         return Unavailable(f"{where}: unavailable ({reason})")
     return StorageError(f"{where}: {code}")
+
+
+def cleanup(bucket: Bucket, older_than: float | None, max_size: int | None, dry_run: bool = False) -> dict:
+    """Remove the bucket's entries completed longer than ``older_than`` seconds ago, then the oldest until the
+    rest fits in ``max_size`` bytes (a bucket keeps no record of use: age stands for it). Each entry goes
+    metadata first. ``{"removed": [keys], "freedBytes", "kept", "failed": [{"cacheKey", "error"}]}``."""
+    import time
+
+    listing = bucket.listing()
+    now = time.time()
+    oldest_first = sorted(listing, key=lambda k: listing[k]["modified"])
+    doomed = [k for k in oldest_first if older_than is not None and now - listing[k]["modified"] > older_than]
+    if max_size is not None:
+        left = sum(row["bytes"] for key, row in listing.items() if key not in doomed)
+        for key in oldest_first:
+            if left <= max_size:
+                break
+            if key not in doomed:
+                doomed.append(key)
+                left -= listing[key]["bytes"]
+    removed: list[str] = []
+    failed: list[dict] = []
+    for key in doomed:
+        if not dry_run:
+            try:
+                bucket.delete(key)
+            except StorageError as exc:
+                failed.append({"cacheKey": key, "error": str(exc)})
+                continue
+        removed.append(key)
+    return {"removed": removed, "freedBytes": sum(listing[k]["bytes"] for k in removed),
+            "kept": len(listing) - len(removed), "failed": failed}
