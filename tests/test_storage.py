@@ -406,3 +406,35 @@ def test_cleanup_storage_removes_the_oldest_entries_metadata_first(bucket_env, t
     assert aged.returncode == 0 and json.loads(aged.stdout)["removed"] == [keys[2]], aged.stderr
     bare = run(tmp_path, "cleanup", "--storage", url, env=env)
     assert bare.returncode == 2 and "needs --older-than and/or --max-size" in bare.stderr
+
+
+def test_an_outage_is_said_once_and_a_full_queue_overflows_counted(tmp_path, monkeypatch):
+    """Nothing listens at the bucket's endpoint: the uploads wait (one log line for the outage, however many
+    retries), the bounded queue keeps what fits, and the rest is logged and counted as overflowed."""
+    from narrator_cli.storage.bucket import Bucket
+    from narrator_cli.storage.tier import Tier
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # the discard port: connections refused
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    store = Store(tmp_path / "cache")
+    keys = [f"0000d00{i}" for i in range(6)]
+    for key in keys:
+        put(store, key)
+    logged: list[tuple[str, str]] = []
+    tier = Tier(Bucket.from_url("s3://team-bucket/p"), store,
+                lambda event, message, **f: logged.append((event, message)), queue_size=2)
+    try:
+        for key in keys:
+            tier.enqueue(key)
+        deadline = time.monotonic() + 20
+        while not any("unavailable" in m for _, m in logged) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the first upload retries with backoff meanwhile
+        stats = tier.stats()
+        assert stats["reachable"] is False and stats["uploaded"] == 0
+        assert stats["overflowed"] >= 3 and stats["queued"] + stats["overflowed"] == len(keys)
+        assert sum("full" in m for _, m in logged) == stats["overflowed"]
+        assert sum("unavailable" in m for _, m in logged) == 1  # one line per outage, not per retry
+    finally:
+        tier.close(grace=0.1)
