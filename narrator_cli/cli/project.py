@@ -45,14 +45,8 @@ def scan(
 
     Example: narrator scan src --json
     """
-    try:
-        settings, found = scan_project(path, audio_path=audio_path, server=server, token=token,
-                                       ca_file=ca_file, insecure=insecure or None)
-        rows = status_rows(settings, found, no_server)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        raise interrupted(exc) from None
-    except NarratorError as exc:
-        raise fail(exc) from None
+    found, rows = scanned_rows(path, no_server, audio_path=audio_path, server=server, token=token,
+                               ca_file=ca_file, insecure=insecure or None)
     for row in rows:
         if as_json:
             emit_row(row)
@@ -61,6 +55,17 @@ def scan(
                   f"{row['provider']:<10}  {shown_text(row)}")
     if not as_json:
         print(scan_summary(found, rows), file=sys.stderr)
+
+
+def scanned_rows(path: Path | None, no_server: bool, **options: Any) -> tuple[Any, list[dict]]:
+    """The scan at ``path`` and its ``status_rows``; any failure is the command's one line (or Ctrl-C's)."""
+    try:
+        settings, found = scan_project(path, **options)
+        return found, status_rows(settings, found, no_server)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        raise interrupted(exc) from None
+    except NarratorError as exc:
+        raise fail(exc) from None
 
 
 def scan_project(path: Path | None, **options: Any) -> tuple[Any, Any]:
@@ -169,13 +174,7 @@ def scan_target(args: list[str] | None, **ignored: object) -> Path | None:
 def check_scanned(path: Path | None, no_server: bool, as_json: bool, **options: Any) -> None:
     """``narrator check --scan``: the CI gate. Exit 1 names each keyed line not cached (on the server when one is
     configured) as ``file:line: text``; dynamic and unkeyed lines are warnings."""
-    try:
-        settings, found = scan_project(path, **options)
-        rows = status_rows(settings, found, no_server)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        raise interrupted(exc) from None
-    except NarratorError as exc:
-        raise fail(exc) from None
+    found, rows = scanned_rows(path, no_server, **options)
     for row in rows:
         if row["status"] == "dynamic":
             warn(f"{row['file']}:{row['line']}: dynamic narration, not checked: {shown_text(row)}")

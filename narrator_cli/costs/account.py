@@ -17,6 +17,7 @@ from ..errors import ProviderError
 from ..providers.elevenlabs import DEFAULT_BASE_URL, ElevenLabsProvider
 from ..providers.http_api import Retry
 from .kept import DAY, kept_for_a_day  # noqa: F401 - also this module's API
+from .ledger import count_or_none
 
 MODELS_CACHE = "elevenlabs-models.json"
 PAGE_SIZE = 1000  # the most the history endpoint gives per page
@@ -80,12 +81,12 @@ class Account(ElevenLabsProvider):
 
     def subscription(self) -> Subscription:
         body = self._get("the subscription", "/v1/user/subscription")
-        if not isinstance(body, dict) or not all(_count(body.get(k)) is not None
+        if not isinstance(body, dict) or not all(count_or_none(body.get(k)) is not None
                                                  for k in ("character_count", "character_limit")):
             raise ProviderError("ElevenLabs answered the subscription without its character counts")
-        reset = _count(body.get("next_character_count_reset_unix"))
-        return Subscription(str(body.get("tier") or "unknown"), _count(body["character_count"]) or 0,
-                            _count(body["character_limit"]) or 0, reset)
+        reset = count_or_none(body.get("next_character_count_reset_unix"))
+        return Subscription(str(body.get("tier") or "unknown"), count_or_none(body["character_count"]) or 0,
+                            count_or_none(body["character_limit"]) or 0, reset)
 
     def multipliers(self) -> dict[str, float]:
         """model id -> characters billed per character of text (``model_rates.character_cost_multiplier``)."""
@@ -135,10 +136,6 @@ class Account(ElevenLabsProvider):
         return self._call(lambda: self.client.get(path, headers={"accept": "*/*"}), answer)
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def _voice(raw: object) -> Voice | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("voice_id"), str) or not raw["voice_id"]:
         return None
@@ -166,9 +163,13 @@ def open_account(settings: Any) -> Account:
                    concurrency=int(section.get("concurrency", 8)))  # type: ignore[call-overload]
 
 
+def models_key(settings: Any) -> str:
+    """What the kept models list is kept under: the API's URL (the list is the same for every key)."""
+    return str(settings.section("elevenlabs").get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+
+
 def model_multipliers(settings: Any) -> dict[str, float]:
     """The models' character multipliers, from the day-old copy when there is one, else from the API."""
-    base = str(settings.section("elevenlabs").get("base_url") or DEFAULT_BASE_URL).rstrip("/")
 
     def fetch() -> dict[str, float]:
         account = open_account(settings)
@@ -177,5 +178,5 @@ def model_multipliers(settings: Any) -> dict[str, float]:
         finally:
             account.close()
 
-    value, _ = kept_for_a_day(MODELS_CACHE, base, fetch)
+    value, _ = kept_for_a_day(MODELS_CACHE, models_key(settings), fetch)
     return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -152,21 +152,15 @@ def _missing_permission(exc: Exception) -> bool:
 
 
 def last_kept_multipliers(settings: Any) -> dict[str, float]:
-    """The models list kept for this API URL, however old (``account.kept_for_a_day``'s file), or {}."""
-    import json
+    """The models list kept for this API URL, however old, or {}."""
+    from .account import MODELS_CACHE, models_key
+    from .kept import kept
 
-    from ..config import user_cache_path
-    from ..providers.elevenlabs import DEFAULT_BASE_URL
-    from .account import MODELS_CACHE
-
-    base = str(settings.section("elevenlabs").get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+    value = kept(MODELS_CACHE, models_key(settings), math.inf)
     try:
-        kept = json.loads((user_cache_path() / MODELS_CACHE).read_text())
-        if kept.get("key") == base and isinstance(kept.get("value"), dict):
-            return {str(k): float(v) for k, v in kept["value"].items()}
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-    return {}
+        return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    except (TypeError, ValueError):
+        return {}
 
 
 def plan(store: Any, groups: Iterable[tuple[str, list[Line], str | None]], remote: Any,

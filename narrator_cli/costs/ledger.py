@@ -16,9 +16,14 @@ from collections.abc import Iterable, Mapping
 from ..store import Entry, HitsMark, Store
 
 
+def count_or_none(value: object) -> int | None:
+    """A whole number from JSON someone else wrote (metadata, a server's reply, an API); None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def as_count(value: object) -> int:
-    """A whole number from JSON someone else wrote (metadata, a server's reply); 0 for anything else."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """``count_or_none``, with 0 for anything that is not a whole number."""
+    return count_or_none(value) or 0
 
 
 def billed(meta: Mapping) -> int:

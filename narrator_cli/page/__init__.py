@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+from ..costs.ledger import count_or_none
 from ..store import Entry
 
 PREFIX = "/__narrator-page/"
@@ -59,8 +60,7 @@ def rows(entries: Mapping[str, Entry], last_use: Any, hits: Mapping[str, int], v
     for key, entry in entries.items():
         cached = _fragments.get(key)
         if cached is None or cached[0] is not entry.meta:
-            cached = _fragments[key] = (entry.meta, _fixed(entry), _count(entry.meta.get("characterCost")) or 0,
-                                        _word_count(entry.meta))
+            cached = _fragments[key] = _piece(entry)
         used = hits.get(key, 0)
         duration += entry.duration
         billed += cached[2]
@@ -76,30 +76,24 @@ def warm(entries: Mapping[str, Entry]) -> None:
     """Make every entry's row piece ahead of the first page load (a server start does it in a thread)."""
     for key, entry in list(entries.items()):
         if key not in _fragments:
-            _fragments[key] = (entry.meta, _fixed(entry), _count(entry.meta.get("characterCost")) or 0,
-                               _word_count(entry.meta))
+            _fragments[key] = _piece(entry)
 
 
-def _fixed(entry: Entry) -> str:
-    """The row's JSON from its first field to ``createdAt``, without the closing bracket."""
+def _piece(entry: Entry) -> tuple[dict, str, int, int]:
+    """(metadata object, the row's JSON from its first field to ``createdAt`` without the closing bracket,
+    characters billed, words timed): what ``rows`` keeps per version of an entry's metadata."""
     meta = entry.meta
+    billed = count_or_none(meta.get("characterCost"))
     values = [entry.key, entry.path.name, _text(meta.get("text")), _text(meta.get("voiceId")),
               _text(meta.get("modelId")), _text(meta.get("provider")), entry.duration, entry.size,
-              _count(meta.get("characterCost")), _text(meta.get("createdAt"))]
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))[:-1]
+              billed, _text(meta.get("createdAt"))]
+    words = meta.get("words")
+    return (meta, json.dumps(values, ensure_ascii=False, separators=(",", ":"))[:-1], billed or 0,
+            len(words) if isinstance(words, list) else 0)
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _word_count(meta: dict) -> int:
-    words = meta.get("words")
-    return len(words) if isinstance(words, list) else 0
 
 
 def entry_body(entry: Entry) -> bytes:

@@ -206,22 +206,8 @@ class _Voice(ctypes.Structure):
                 ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
 
 
-def voice_names(lib: ctypes.CDLL) -> list[str]:
-    """The short names of the installed voices (``en``, ``en-US``, ``de``, ...), as espeak-ng lists them."""
-    lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
-    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
-    voices = lib.espeak_ListVoices(None)
-    names: list[str] = []
-    for i in range(10_000):  # a NULL-terminated array
-        if not voices or not voices[i]:
-            break
-        identifier = voices[i].contents.identifier or b""
-        names.append(identifier.decode(errors="replace").rsplit("/", 1)[-1])
-    return names
-
-
 class InstalledVoice(NamedTuple):
-    voice_id: str  # the short name, as ``voice_names`` gives it (``en-US``): what --voice takes
+    voice_id: str  # the short name (``en-US``, the last part of espeak-ng's identifier): what --voice takes
     name: str  # what espeak-ng calls it (``English (America)``)
     languages: list[str]  # most preferred first (``en-us``, ``en``)
     gender: str  # "male", "female" or ""
@@ -230,18 +216,22 @@ class InstalledVoice(NamedTuple):
 def installed_voices() -> list[InstalledVoice]:
     """Every installed voice with its languages, read from the library (``narrator voices``)."""
     with _lock:
-        lib = _load().lib
-        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
-        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
-        voices = lib.espeak_ListVoices(None)
-        found: list[InstalledVoice] = []
-        for i in range(10_000):  # a NULL-terminated array
-            if not voices or not voices[i]:
-                break
-            voice = voices[i].contents
-            identifier = (voice.identifier or b"").decode(errors="replace")
-            found.append(InstalledVoice(identifier.rsplit("/", 1)[-1], (voice.name or b"").decode(errors="replace"),
-                                        _languages(voice.languages), {1: "male", 2: "female"}.get(voice.gender, "")))
+        return _listed(_load().lib)
+
+
+def _listed(lib: ctypes.CDLL) -> list[InstalledVoice]:
+    """The voices espeak-ng lists; call with ``_lock`` held (the library keeps global state)."""
+    lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+    voices = lib.espeak_ListVoices(None)
+    found: list[InstalledVoice] = []
+    for i in range(10_000):  # a NULL-terminated array
+        if not voices or not voices[i]:
+            break
+        voice = voices[i].contents
+        identifier = (voice.identifier or b"").decode(errors="replace")
+        found.append(InstalledVoice(identifier.rsplit("/", 1)[-1], (voice.name or b"").decode(errors="replace"),
+                                    _languages(voice.languages), {1: "male", 2: "female"}.get(voice.gender, "")))
     return found
 
 
@@ -256,7 +246,7 @@ def _languages(address: int | None) -> list[str]:
 
 
 def _unknown_voice(lib: ctypes.CDLL, voice_id: str) -> UsageError:
-    names = voice_names(lib)
+    names = [v.voice_id for v in _listed(lib)]
     lower = {n.lower(): n for n in names}
     near = [lower[n] for n in difflib.get_close_matches(voice_id.lower(), list(lower), n=3, cutoff=0.5)]
     common = [n for n in ("en", "en-US", "de", "fr", "es") if n.lower() in lower] or names[:5]
