@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import NarratorError, UsageError
 from . import SCHEME
+from .signed import Reply, SignedReads, TransportError
 
 META_SUFFIX = ".meta.json"
 STALE_ORPHAN = 600.0  # an audio object without metadata this old belongs to a writer that died
@@ -31,7 +32,7 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired",
            "AuthorizationHeaderMalformed", "InvalidClientTokenId", "AccountProblem", "AllAccessDisabled"}
 _UNAVAILABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-                "RequestTimeout", "ServiceUnavailable", "InternalError", "500", "502", "503", "504"}
+                "RequestTimeout", "ServiceUnavailable", "InternalError", "429", "500", "502", "503", "504"}
 HEAD_WORKERS = 8
 _POOL_LOCK = threading.Lock()
 
@@ -55,8 +56,9 @@ class Corrupt(StorageError):
 class Bucket:
     """One bucket and prefix; thread-safe (boto3 clients are), so a queue thread and the CLI can share it."""
 
-    def __init__(self, client: Any, name: str, prefix: str = "") -> None:
+    def __init__(self, client: Any, name: str, prefix: str = "", reads: SignedReads | None = None) -> None:
         self.client, self.name, self.prefix = client, name, prefix.strip("/")
+        self.reads = reads or SignedReads(client, HEAD_WORKERS * 2, None, False)
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -78,9 +80,10 @@ class Bucket:
                 session = boto3.session.Session(region_name="us-east-1")  # a custom endpoint seldom cares
             verify: bool | str | None = False if insecure else (ca_file or None)
             client = session.client("s3", config=config, verify=verify)
+            reads = SignedReads(client, HEAD_WORKERS * 2, ca_file, insecure)
         except Exception as exc:  # noqa: BLE001 - botocore's configuration errors have no common base
             raise UsageError(f"cannot use {url}: {exc}") from None
-        return cls(client, name, prefix)
+        return cls(client, name, prefix, reads)
 
     @property
     def url(self) -> str:
@@ -219,13 +222,21 @@ class Bucket:
             raise _translate(exc, self.url) from None
 
     # --- requests ------------------------------------------------------------
-    def _get(self, name: str) -> bytes | None:
+    def _read(self, method: str, name: str, headers: dict[str, str] | None = None) -> Reply:
         try:
-            return self.client.get_object(Bucket=self.name, Key=name)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
-            if _code(exc) in _MISSING or _code(exc) == "AccessDenied":  # no list rights: a missing key is a 403
-                return None
+            return self.reads.request(method, self.name, name, headers)
+        except TransportError as exc:
+            raise Unavailable(f"{self.url}: unavailable ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - signing: no credentials, a bad configuration
             raise _translate(exc, self.url) from None
+
+    def _get(self, name: str) -> bytes | None:
+        reply = self._read("GET", name)
+        if reply.status == 200:
+            return reply.body
+        if reply.status == 404 or reply.code == "AccessDenied":  # no list rights: a missing key is a 403
+            return None
+        raise _refused(reply, self.url)
 
     def _head(self, name: str) -> dict | None:
         try:
@@ -239,16 +250,24 @@ class Bucket:
             raise _translate(exc, self.url) from None
 
     def _get_range(self, name: str) -> bool:
-        try:
-            self.client.get_object(Bucket=self.name, Key=name, Range="bytes=0-0")
+        """Whether ``name`` is there, by a one-byte GET (its refusal, unlike a HEAD's, says why)."""
+        reply = self._read("GET", name, {"Range": "bytes=0-0"})
+        if reply.status in (200, 206) or reply.code == "InvalidRange":  # InvalidRange: an empty object is there
             return True
-        except Exception as exc:  # noqa: BLE001
-            if _code(exc) in _MISSING or _code(exc) in ("AccessDenied", "InvalidRange"):
-                return _code(exc) == "InvalidRange"  # an empty object is there
-            raise _translate(exc, self.url) from None
+        if reply.status == 404 or reply.code == "AccessDenied":
+            return False
+        raise _refused(reply, self.url)
 
     def _exists(self, key: str) -> bool:
-        return self._head(self.object_name(key + META_SUFFIX)) is not None
+        name = self.object_name(key + META_SUFFIX)
+        reply = self._read("HEAD", name)
+        if reply.status == 200:
+            return True
+        if reply.status == 404:
+            return False
+        if reply.status == 403:
+            return self._get_range(name)
+        raise _refused(reply, self.url)
 
     def _create(self, name: str, body: bytes, mime: str, metadata: dict[str, str]) -> bool:
         """Put unless the object exists: False when it does (PreconditionFailed, or a 409 of a race)."""
@@ -318,18 +337,25 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
+def _refused(reply: Reply, where: str) -> StorageError | Denied:
+    """A signed read's error reply as one of our kinds."""
+    return _kind(reply.code or str(reply.status), "", False, where)
+
+
 def _translate(exc: BaseException, where: str) -> StorageError | Denied:
     """A boto error as one of our kinds, with one line that names no secret."""
-    code = _code(exc)
-    name = type(exc).__name__
+    transport = type(exc).__module__.startswith(("botocore", "urllib3")) or isinstance(exc, OSError)
+    return _kind(_code(exc), type(exc).__name__, transport, where)
+
+
+def _kind(code: str, name: str, transport: bool, where: str) -> StorageError | Denied:
     if code in _DENIED or name in ("NoCredentialsError", "PartialCredentialsError"):
         what = "no credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)" if not code else \
             f"credentials refused ({code})"
         return Denied(f"{where}: {what}")
     if code in ("NoSuchBucket", "AccessDenied", "403", "PermanentRedirect", "AuthorizationHeaderMalformed"):
         return Denied(f"{where}: access refused ({code})" if code != "NoSuchBucket" else f"{where}: no such bucket")
-    if code in _UNAVAILABLE or not code and (type(exc).__module__.startswith(("botocore", "urllib3"))
-                                             or isinstance(exc, OSError)):
+    if code in _UNAVAILABLE or not code and transport:
         reason = code or name
         return Unavailable(f"{where}: unavailable ({reason})")
     return StorageError(f"{where}: {code}")
