@@ -148,6 +148,12 @@ def file_path(entry: Entry) -> str:
     return AUDIO_PREFIX + entry.path.name
 
 
+def exists_reply(entry: Entry) -> str:
+    """The answer to a check of a key the cache holds."""
+    return encode(AUDIO_EXISTS, {"cacheKey": entry.key, "filePath": file_path(entry), "duration": entry.duration,
+                                 "metadata": entry.meta})
+
+
 INDEX_PATH = "/__narrator-index"
 MAX_TOMBSTONES = 50_000  # removals remembered; a cursor older than the oldest one forgotten gets the whole listing
 CACHED_LISTINGS = 64  # delta bodies kept per version of the index (one per client cursor, at most)
@@ -561,8 +567,7 @@ class Handler:
         if cached is None or cached[0] is not entry.meta:  # an entry's metadata object changes when it is rewritten
             if len(self._replies) >= CACHED_REPLIES:  # keys come and go: start again rather than grow forever
                 self._replies.clear()
-            cached = self._replies[key] = (entry.meta, encode(AUDIO_EXISTS, {
-                "cacheKey": key, "filePath": file_path(entry), "duration": entry.duration, "metadata": entry.meta}))
+            cached = self._replies[key] = (entry.meta, exists_reply(entry))
         return cached[1]
 
     # --- upload ----------------------------------------------------------------

@@ -373,6 +373,8 @@ class Server:
     async def _audio(self, request: http.Request, writer: asyncio.StreamWriter, cors: list, dog: Watchdog) -> bool:
         head = request.method == "HEAD"
         name = http.safe_file_name(request.target, protocol.AUDIO_PREFIX)
+        if name and self._fetching:
+            await self._landed(name[:8])
         entry = self.index.get(name[:8]) if name else None
         if entry is None or entry.path.name != name:
             if name is None:
@@ -682,29 +684,65 @@ class Server:
 
     async def _read_through(self, conn: ws.Connection, writer: asyncio.StreamWriter, event: str, data: dict,
                             miss: str) -> None:
-        """A check the folder misses: the bucket's entry, verified and kept in the folder, answers it; one
-        fetch per key however many ask at once. The event loop never waits on the bucket itself."""
+        """A check the folder misses: the bucket's entry, verified, answers it; one fetch per key however many
+        ask at once. The answer goes as soon as the entry is verified, while its copy is committed to the
+        folder (an audio request meanwhile waits for that commit). The event loop never waits on the bucket."""
         key = data["cacheKey"]
-        reply = miss
+        reply, commit = miss, None
         try:
             fetch = self._fetching.get(key)
             if fetch is None:
-                assert self.tier is not None
-                fetch = self._fetching[key] = asyncio.ensure_future(asyncio.to_thread(self.tier.fetch, key))
-                fetch.add_done_callback(lambda _: self._fetching.pop(key, None))
-            entry = await asyncio.shield(fetch)
+                fetch = self._fetching[key] = asyncio.ensure_future(self._land(key))
+            entry, commit = await asyncio.shield(fetch)
             if entry is not None:
-                self.index.add(entry)
-                reply = self.handler.handle(event, data)
+                reply = protocol.exists_reply(entry)
         except (OSError, NarratorError) as exc:
             self.log("error", f"read-through {key}: {getattr(exc, 'strerror', None) or exc}", cacheKey=key)
-        hit = '"narrator:audio-exists"' in reply[:48]
+        hit = commit is not None
         self.log("hit" if hit else "miss", key + (" (from the bucket)" if hit else ""), cacheKey=key)
         if not conn.closed:
             conn.send_text(reply)
             with contextlib.suppress(ConnectionError):
                 writer.write(conn.data_to_send())
                 await writer.drain()
+        if commit is not None and data.get("use") is not False:
+            with contextlib.suppress(Exception):  # a failed commit is logged by _land
+                self.index.hit(await asyncio.shield(commit))
+
+    async def _land(self, key: str) -> tuple[Entry | None, asyncio.Future | None]:
+        """(the entry as the folder will hold it, its commit) for a key the bucket holds, else (None, None).
+        The key stays in ``_fetching`` until its commit is over, so later checks and audio requests find it."""
+        assert self.tier is not None
+        try:
+            landing = await asyncio.to_thread(self.tier.download, key)
+            if landing is None:
+                self._fetching.pop(key, None)
+                return None, None
+        except BaseException:
+            self._fetching.pop(key, None)
+            raise
+        commit = asyncio.ensure_future(asyncio.to_thread(self.tier.keep, landing))
+
+        def landed(done: asyncio.Future) -> None:
+            self._fetching.pop(key, None)
+            exc = None if done.cancelled() else done.exception()
+            if exc is None and not done.cancelled():
+                self.index.add(done.result())
+            elif exc is not None:
+                why = getattr(exc, "strerror", None) or exc
+                self.log("error", f"read-through {key}: cannot keep it in the folder: {why}", cacheKey=key)
+
+        commit.add_done_callback(landed)
+        return landing.entry, commit
+
+    async def _landed(self, key: str) -> None:
+        """Wait for a read-through of ``key`` under way, if any, to be in the folder (or to have failed)."""
+        fetch = self._fetching.get(key)
+        if fetch is not None:
+            with contextlib.suppress(Exception):
+                _, commit = await asyncio.shield(fetch)
+                if commit is not None:
+                    await asyncio.shield(commit)
 
     # --- maintenance ---------------------------------------------------------------
     async def _evict(self) -> None:

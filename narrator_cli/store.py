@@ -397,7 +397,8 @@ class Store:
             os.close(fd)
 
     # --- writing -----------------------------------------------------------
-    def put(self, key: str, audio: bytes, mime: str, duration: float, meta: dict | None = None) -> Entry:
+    def put(self, key: str, audio: bytes, mime: str, duration: float, meta: dict | None = None,
+            created_at: str | None = None) -> Entry:
         """Store ``audio`` as the entry for ``key``, atomically; returns the entry.
 
         ``meta`` adds fields (text, voiceId, provider, ...); it can never
@@ -407,7 +408,7 @@ class Store:
         staged = self.stage()
         try:
             staged.write(audio)
-            return self.commit(staged, key, mime, duration, meta)
+            return self.commit(staged, key, mime, duration, meta, created_at)
         finally:
             staged.discard()
 
@@ -419,24 +420,31 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             return Staged(self.root)
 
-    def commit(self, staged: Staged, key: str, mime: str, duration: float, meta: dict | None = None) -> Entry:
+    def record(self, key: str, mime: str, duration: float, size: int, sha256: str, meta: dict | None = None,
+               created_at: str | None = None) -> dict:
+        """The metadata ``commit`` writes for this audio: known before the audio is in the folder, so a
+        read-through can answer with it while the copy is made (and commit it with the same ``created_at``)."""
+        record = dict(meta or {})
+        for name in SERVER_FIELDS:
+            record.pop(name, None)
+        return {
+            "cacheKey": key,
+            "duration": duration,
+            "mimeType": mime,
+            "fileSize": size,
+            "fileName": self.audio_path(key, mime).name,
+            "createdAt": created_at or now_iso(),
+            **record,
+            "sha256": sha256,
+        }
+
+    def commit(self, staged: Staged, key: str, mime: str, duration: float, meta: dict | None = None,
+               created_at: str | None = None) -> Entry:
         """Make the staged audio the entry for ``key``: fsync, write the metadata, rename both.
 
         Inside ``batch()`` the entry is queued instead, and visible once its group is flushed (see ``batch``)."""
         audio_path = self.audio_path(key, mime)
-        record = dict(meta or {})
-        for name in SERVER_FIELDS:
-            record.pop(name, None)
-        record = {
-            "cacheKey": key,
-            "duration": duration,
-            "mimeType": mime,
-            "fileSize": staged.size,
-            "fileName": audio_path.name,
-            "createdAt": now_iso(),
-            **record,
-            "sha256": staged.sha256,
-        }
+        record = self.record(key, mime, duration, staged.size, staged.sha256, meta, created_at)
         grouped = self._batch > 0
         audio_tmp = staged.close(durable=not grouped)
         meta_tmp = Staged(self.root)

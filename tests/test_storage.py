@@ -211,6 +211,42 @@ def test_a_corrupted_object_is_refused_by_the_server(bucket_env, serves, tmp_pat
     assert not (tmp_path / "cache" / "0123abcd.mp3").exists()
 
 
+def test_a_read_through_answers_before_its_copy_lands_and_the_audio_waits_for_it(bucket_env, serves,  # noqa: F811
+                                                                                   tmp_path):
+    """The check is answered once the bucket's entry is verified; the copy into the folder is committed after,
+    and an audio request in between waits for that commit rather than missing. Holding the folder's lock (the
+    one every commit takes for its renames) keeps the commit pending for as long as the test needs."""
+    import fcntl
+
+    import httpx
+
+    store, name, _ = bucket_env
+    meta, audio = _entry(tmp_path)
+    _bucket(name).put(meta, audio)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    url = serves("cache", f"s3://{name}/team")
+    lock = os.open(folder, os.O_RDONLY)
+    got: dict = {}
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with Client(url) as client:
+            found = client.check(["0123abcd"])["0123abcd"]
+        assert found is not None and found["metadata"]["sha256"] == meta["sha256"]
+        assert not (folder / "0123abcd.meta.json").exists()  # answered, not yet committed
+        fetch = threading.Thread(target=lambda: got.update(r=httpx.get(url + found["filePath"], timeout=60)))
+        fetch.start()
+        fetch.join(0.5)
+        assert fetch.is_alive() and not got  # the audio request waits for the commit, it does not miss
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    fetch.join(60)
+    assert got["r"].status_code == 200 and got["r"].content == audio
+    assert json.loads((folder / "0123abcd.meta.json").read_text()) == found["metadata"]  # what it answered
+    assert _health(url)["storage"]["readThrough"] == 1
+
+
 def test_wrong_credentials_refuse_to_start_with_one_line(bucket_env, tmp_path):  # noqa: F811
     _, name, _ = bucket_env
     r = subprocess.run([*CLI, "serve", "--port", "0", "--storage", f"s3://{name}/team"], cwd=tmp_path,

@@ -12,15 +12,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..store import Entry, Store
+from ..store import MIME_EXT, Entry, Store
 from .bucket import Bucket, Corrupt, StorageError, Unavailable
 
 QUEUE_SIZE = 10_000
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 RETRY_READS = 5.0  # during an outage, a check tries the bucket at most this often: clients never wait on it
 Log = Callable[..., None]  # server.Log: (event, message, **fields)
+
+
+class Landing(NamedTuple):
+    """An entry read from the bucket on its way into the folder: ``entry`` is what the folder will hold."""
+
+    entry: Entry
+    audio: bytes
 
 
 class Tier:
@@ -35,9 +42,10 @@ class Tier:
         self._thread.start()
 
     # --- read-through ----------------------------------------------------------
-    def fetch(self, key: str) -> Entry | None:
-        """The bucket's entry for ``key``, verified and kept in the folder; None for a miss, a corrupted
-        object (logged) or a bucket that cannot be reached now (the outage logged once). Blocking."""
+    def download(self, key: str) -> Landing | None:
+        """The bucket's entry for ``key``, verified, with the record the folder will hold (``keep`` puts it
+        there); None for a miss, a corrupted object (logged) or a bucket that cannot be reached now (the outage
+        logged once). Blocking."""
         if self.down and time.monotonic() < self._next_read:
             return None
         try:
@@ -53,7 +61,18 @@ class Tier:
         if found is None:
             return None
         meta, audio = found
-        entry = self.store.put(key, audio, meta["mimeType"], float(meta.get("duration") or 0.0), meta)
+        ext = meta["fileName"].rpartition(".")[2]  # one of MIME_EXT's: the bucket checked the name
+        mime = next(m for m, e in MIME_EXT.items() if e == ext)
+        duration = meta.get("duration")
+        duration = float(duration) if isinstance(duration, (int, float)) and duration >= 0 else 0.0
+        record = self.store.record(key, mime, duration, len(audio), meta["sha256"], meta)
+        return Landing(Entry(key, record, self.store.audio_path(key, mime)), audio)
+
+    def keep(self, landing: Landing) -> Entry:
+        """Commit a downloaded entry to the folder, exactly as ``download`` said it would be. Blocking."""
+        meta = landing.entry.meta
+        entry = self.store.put(landing.entry.key, landing.audio, meta["mimeType"], landing.entry.duration, meta,
+                               meta["createdAt"])
         self._count("readThrough")
         return entry
 
