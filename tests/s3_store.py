@@ -40,11 +40,13 @@ def _free_ports(n: int) -> list[int]:
 class WeedStore:
     """One ``weed mini`` with every port chosen free on 127.0.0.1 and static credentials."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key, CA certificate) files: S3 is then served over https only."""
         self.root = Path(root or tempfile.mkdtemp(prefix="narrator-weed-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.ports = _free_ports(11)
-        self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
+        self.tls = tls
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self.ports[0]}"
         self.proc: subprocess.Popen | None = None
         config = {"identities": [{"name": "narrator", "credentials": [
             {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List",
@@ -60,6 +62,8 @@ class WeedStore:
                 f"-filer.port.grpc={p[7]}", f"-admin.port={p[8]}", f"-admin.port.grpc={p[9]}",
                 f"-webdav.port={p[10]}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-s3.config={self.root / 's3.json'}"]
+        if self.tls:
+            args += [f"-s3.cert.file={self.tls[0]}", f"-s3.key.file={self.tls[1]}"]
         self.log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - kept open while it runs
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(args, cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, env=env,
@@ -74,7 +78,8 @@ class WeedStore:
                             aws_access_key_id=overrides.get("key", ACCESS_KEY),
                             aws_secret_access_key=overrides.get("secret", SECRET_KEY),
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                          connect_timeout=2, read_timeout=10))
+                                          connect_timeout=2, read_timeout=10),
+                            verify=str(self.tls[2]) if self.tls else None)
 
     def wait_ready(self, timeout: float) -> None:
         """Until a bucket can be made and an object written and read back (the volume server is up)."""
@@ -114,6 +119,26 @@ class WeedStore:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+
+    def throttle(self, on: bool, timeout: float = 30.0) -> None:
+        """Make the store refuse every request with 503 (SeaweedFS's S3 circuit breaker, at a limit of 0
+        requests at once), or lift that; returns once a request shows the change took effect."""
+        import httpx
+
+        limits = {"enabled": True, "actions": {"Read:Count": "0", "Write:Count": "0"}} if on else {"enabled": False}
+        httpx.post(f"http://127.0.0.1:{self.ports[6]}/etc/s3/circuit_breaker.json", timeout=10,
+                   files={"file": ("circuit_breaker.json", json.dumps({"global": limits}))}).raise_for_status()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.client().get_object(Bucket="ready", Key="probe")["Body"].read()
+                refused = False
+            except Exception as exc:  # noqa: BLE001 - botocore's ClientError
+                refused = "TooManyRequest" in str(exc)
+            if refused == on:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the store did not {'throttle' if on else 'stop throttling'} in {timeout} s")
 
     def new_bucket(self) -> str:
         name = f"t-{uuid.uuid4().hex[:12]}"

@@ -474,3 +474,100 @@ def test_an_outage_is_said_once_and_a_full_queue_overflows_counted(tmp_path, mon
         assert sum("unavailable" in m for _, m in logged) == 1  # one line per outage, not per retry
     finally:
         tier.close(grace=0.1)
+
+
+# --- a store served over https, by a certificate authority made for the test ------------------------------------
+@pytest.fixture(scope="module")
+def https_store(tmp_path_factory):
+    """A second ``weed mini`` serving S3 over https only; (store, bucket, environment, CA file)."""
+    import trustme
+
+    root = tmp_path_factory.mktemp("weed-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(root / "key.pem"))
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    store = WeedStore(root / "weed", tls=(root / "cert.pem", root / "key.pem", root / "ca.pem"))
+    store.start()
+    yield store, store.new_bucket(), store.env(), root / "ca.pem"
+    store.stop()
+
+
+def test_the_command_line_against_an_https_bucket_trusts_only_the_given_ca(https_store, tmp_path):
+    _, name, env, ca = https_store
+    url = f"s3://{name}/cli"
+    r = run(tmp_path, "speak", "Over TLS.", "--provider", "mock", "--server", url, "--ca-file", str(ca), "--json",
+            env=env)
+    assert r.returncode == 0, r.stderr
+    r = run(tmp_path, "check", "Over TLS.", "--provider", "mock", "--server", url, "--ca-file", str(ca), "--json",
+            env=env)
+    assert r.returncode == 0 and rows(r)[0]["server"] is True, r.stdout + r.stderr
+    for command in (["check", "Over TLS.", "--provider", "mock"], ["stats"]):  # a signed GET; a boto3 listing
+        r = run(tmp_path, *command, "--server", url, env=env)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.count("\n") == 1 and "cannot trust the store's certificate" in r.stderr, r.stderr
+    r = run(tmp_path, "check", "Over TLS.", "--provider", "mock", "--server", url, "--json",
+            env={**env, "AWS_CA_BUNDLE": str(ca)})  # the usual AWS variable does as well
+    assert r.returncode == 0 and rows(r)[0]["server"] is True, r.stderr
+
+
+def test_serve_reads_through_an_https_bucket_with_aws_ca_bundle(https_store, tmp_path, monkeypatch):
+    _, name, env, ca = https_store
+    meta, audio = _entry(tmp_path, key="0badcafe")
+    for key, value in {**env, "AWS_CA_BUNDLE": str(ca)}.items():
+        monkeypatch.setenv(key, value)
+    _bucket(name, "served").put(meta, audio)
+    proc, url = start_serve("--audio-path", str(tmp_path / "cache"), "--storage", f"s3://{name}/served",
+                            cwd=tmp_path, drain=True)
+    try:
+        with Client(url) as client:
+            assert client.check(["0badcafe"])["0badcafe"]["metadata"]["sha256"] == meta["sha256"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    r = subprocess.run([*CLI, "serve", "--port", "0", "--storage", f"s3://{name}/served"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot trust" in r.stderr, r.stderr
+
+
+def test_a_throttling_bucket_never_holds_up_clients_and_gets_every_upload_once_it_relents(tmp_path, monkeypatch):
+    """The store answers every request with 503 (its circuit breaker): the server keeps answering from its folder,
+    acknowledges uploads, says so once, and sends them all when the store takes requests again."""
+    weed = WeedStore(tmp_path / "weed")
+    weed.start()
+    proc = None
+    try:
+        for k, v in weed.env().items():
+            monkeypatch.setenv(k, v)
+        name = weed.new_bucket()
+        meta, audio = _entry(tmp_path, key="0badf00d")
+        _bucket(name, "p").put(meta, audio)  # only the bucket holds it
+        proc, url = start_serve("--audio-path", str(tmp_path / "cache"), "--storage", f"s3://{name}/p",
+                                cwd=tmp_path)
+        local = Store(tmp_path / "local")
+        entries = [local.put(f"{i:08x}", make_mp3(0.2), "audio/mpeg", 0.2, {"text": str(i)}) for i in range(5)]
+        weed.throttle(True)
+        with Client(url) as client:
+            assert client.check(["0badf00d"]) == {"0badf00d": None}  # a miss for now, not an error or a wait
+            for entry in entries:
+                assert client.upload(entry, local.read_audio(entry))["cacheKey"] == entry.key
+            assert all(client.check([e.key for e in entries]).values())  # served from its folder
+        storage = _health(url)["storage"]
+        assert storage["reachable"] is False and storage["uploaded"] == 0 and storage["failed"] == 0
+        weed.throttle(False)
+        storage = _settled(url, len(entries), timeout=90)
+        assert storage["uploaded"] == len(entries) and storage["failed"] == 0
+        assert _bucket(name, "p").exists([e.key for e in entries]) == {e.key: True for e in entries}
+        with Client(url) as client:
+            assert client.check(["0badf00d"])["0badf00d"] is not None  # read through again once it relents
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+        weed.stop()
+    log = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    said = [entry.get("message", "") for entry in log]
+    assert sum("bucket unavailable" in m for m in said) == 1, said  # one line per outage, however many retries
+    assert sum("reachable again" in m for m in said) == 1, said

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import NarratorError, UsageError
 from . import SCHEME
-from .signed import Reply, SignedReads, TransportError
+from .signed import Reply, SignedReads, TransportError, untrusted
 
 META_SUFFIX = ".meta.json"
 STALE_ORPHAN = 600.0  # an audio object without metadata this old belongs to a writer that died
@@ -43,6 +43,10 @@ class StorageError(NarratorError):
 
 class Denied(UsageError):
     """Wrong credentials, or no such bucket: every further request would fail too (configuration: exit 2)."""
+
+
+class Untrusted(Denied):
+    """An https endpoint whose certificate is refused: configuration, like a server's (exit 2)."""
 
 
 class Unavailable(StorageError):
@@ -226,6 +230,8 @@ class Bucket:
         try:
             return self.reads.request(method, self.name, name, headers)
         except TransportError as exc:
+            if exc.untrusted:
+                raise _untrusted(self.url, exc.untrusted) from None
             raise Unavailable(f"{self.url}: unavailable ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - signing: no credentials, a bad configuration
             raise _translate(exc, self.url) from None
@@ -339,23 +345,35 @@ def _code(exc: BaseException) -> str:
 
 def _refused(reply: Reply, where: str) -> StorageError | Denied:
     """A signed read's error reply as one of our kinds."""
-    return _kind(reply.code or str(reply.status), "", False, where)
+    return _kind(reply.code or str(reply.status), "", False, where, reply.status)
 
 
 def _translate(exc: BaseException, where: str) -> StorageError | Denied:
     """A boto error as one of our kinds, with one line that names no secret."""
+    why = untrusted(exc)
+    if why:
+        return _untrusted(where, why)
     transport = type(exc).__module__.startswith(("botocore", "urllib3")) or isinstance(exc, OSError)
-    return _kind(_code(exc), type(exc).__name__, transport, where)
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    return _kind(_code(exc), type(exc).__name__, transport, where, status if isinstance(status, int) else 0)
 
 
-def _kind(code: str, name: str, transport: bool, where: str) -> StorageError | Denied:
+def _untrusted(where: str, why: str) -> Untrusted:
+    return Untrusted(f"{where}: cannot trust the store's certificate: {why} (a team's own CA: --ca-file or "
+                     "AWS_CA_BUNDLE)")
+
+
+def _kind(code: str, name: str, transport: bool, where: str, status: int = 0) -> StorageError | Denied:
+    """By S3's error code where it is one we know, else by the HTTP status (a store's own throttling code, such
+    as SeaweedFS's ErrTooManyRequest, still comes as a 503)."""
     if code in _DENIED or name in ("NoCredentialsError", "PartialCredentialsError"):
         what = "no credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)" if not code else \
             f"credentials refused ({code})"
         return Denied(f"{where}: {what}")
     if code in ("NoSuchBucket", "AccessDenied", "403", "PermanentRedirect", "AuthorizationHeaderMalformed"):
         return Denied(f"{where}: access refused ({code})" if code != "NoSuchBucket" else f"{where}: no such bucket")
-    if code in _UNAVAILABLE or not code and transport:
+    if code in _UNAVAILABLE or status in (429, 500, 502, 503, 504) or not code and transport:
         reason = code or name
         return Unavailable(f"{where}: unavailable ({reason})")
     return StorageError(f"{where}: {code}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +31,25 @@ class Reply:
 
 
 class TransportError(Exception):
-    """The store could not be reached or did not answer (the name of urllib3's error says which)."""
+    """The store could not be reached or did not answer (the name of urllib3's error says which);
+    ``untrusted``: why its certificate was refused, when that is the reason."""
+
+    def __init__(self, name: str, untrusted: str | None = None) -> None:
+        super().__init__(name)
+        self.untrusted = untrusted
+
+
+def untrusted(exc: BaseException | None) -> str | None:
+    """Why a certificate was refused, if that is somewhere in ``exc``'s chain (urllib3 and botocore wrap it)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return str(exc.verify_message or exc.reason or "certificate verify failed").rstrip(".")
+        inner = getattr(exc, "reason", None) or (getattr(exc, "kwargs", None) or {}).get("error")
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)), None)
+        exc, seen = inner or exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 class SignedReads:
@@ -66,5 +85,5 @@ class SignedReads:
         try:
             response = self.pool.request(method, url, headers=headers, preload_content=True)
         except self._errors as exc:
-            raise TransportError(type(exc).__name__) from None
+            raise TransportError(type(exc).__name__, untrusted(exc)) from None
         return Reply(response.status, response.data or b"")
