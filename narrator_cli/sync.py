@@ -259,7 +259,7 @@ def sync_once(syncer: Syncer) -> None:
 def watch(syncer: Syncer, say: Callable[[str], None], stop: threading.Event | None = None) -> None:
     """Keep syncing until ``stop`` (or Ctrl-C): local changes (``{key}.meta.json`` appearing, which
     every writer writes last) are pushed as they come; the index is polled every ``POLL_EVERY``
-    with its cursor and ETag. A server that goes away is said once, retried with backoff up to
+    with its cursor and ETag (a bucket, which has no cursor, every ``poll_every`` of its client). A server that goes away is said once, retried with backoff up to
     ``MAX_BACKOFF``, and said once more when it is back; then everything is compared again."""
     import watchfiles
 
@@ -300,7 +300,7 @@ def watch(syncer: Syncer, say: Callable[[str], None], stop: threading.Event | No
                 say("the server is back")
                 away = False
             backoff = 1.0
-            wake.wait(POLL_EVERY)
+            wake.wait(getattr(syncer.client, "poll_every", POLL_EVERY))
             wake.clear()
         except ServerUnavailable as exc:
             with lock:

@@ -571,3 +571,39 @@ def test_a_throttling_bucket_never_holds_up_clients_and_gets_every_upload_once_i
     said = [entry.get("message", "") for entry in log]
     assert sum("bucket unavailable" in m for m in said) == 1, said  # one line per outage, however many retries
     assert sum("reachable again" in m for m in said) == 1, said
+
+
+def test_two_folders_kept_in_step_through_a_bucket_by_sync_watch(bucket_env, tmp_path):  # noqa: F811
+    """``sync --watch --server s3://...`` in two folders: what lands in one reaches the other through the bucket
+    (pushed as it appears; the other lists the bucket every ``poll_every`` seconds), and Ctrl-C ends both."""
+    import signal
+
+    _, name, env = bucket_env
+    url = f"s3://{name}/watch"
+    stores = {side: Store(tmp_path / side) for side in ("a", "b")}
+    procs = {}
+    for side, store in stores.items():
+        store.root.mkdir()
+        procs[side] = subprocess.Popen([*CLI, "sync", "--watch", "--server", url, "--audio-path", side, "--json"],
+                                       cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       env={**os.environ, **env})
+    try:
+        time.sleep(1.5)  # the first rounds and the watchers are up
+        audio = put(stores["a"], "0000e001")
+        deadline = time.monotonic() + 40  # a push, then at most a poll interval (10 s) and a pull
+        while stores["b"].get("0000e001") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stores["b"].get("0000e001") is not None
+        assert stores["b"].read_audio(stores["b"].get("0000e001")) == audio
+        for proc in procs.values():
+            proc.send_signal(signal.SIGINT)
+        outs = {side: proc.communicate(timeout=20) for side, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for side, (out, err) in outs.items():
+        assert procs[side].returncode == 0 and "Traceback" not in err, err
+    assert ("0000e001", "pushed") in {(r["cacheKey"], r["status"]) for r in map(json.loads, outs["a"][0].splitlines())}
+    assert ("0000e001", "pulled") in {(r["cacheKey"], r["status"]) for r in map(json.loads, outs["b"][0].splitlines())}

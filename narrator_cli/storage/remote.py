@@ -38,6 +38,7 @@ class BucketClient:
     """The bucket behind ``url`` with the server client's interface; thread-safe like the bucket itself."""
 
     narrator_serve = True  # entries of every type are found again (the plugin's MP3-only check is not in play)
+    poll_every = 10.0  # sync --watch: each poll lists the whole bucket (a LIST request per 1000 entries, billed)
 
     def __init__(self, url: str, token: str | None = None, ca_file: str | None = None,
                  insecure: bool | None = None) -> None:
