@@ -23,6 +23,7 @@ from .costs.ledger import HitCounter
 from .keys import is_key
 from .motion_canvas import PLUGIN_MIME_TYPES
 from .store import META_SUFFIX, MIME_EXT, Entry, Staged, Store
+from .ws import strict_b64decode  # the fast extra's C, when installed
 
 SUBPROTOCOL = "vite-hmr"
 AUDIO_PREFIX = "/__narrator-audio/"
@@ -76,15 +77,17 @@ def decode(message: str | bytes | bytearray) -> tuple[str, dict]:
     return event, data
 
 
-def decode_located(message: str | bytes | bytearray) -> tuple[str, dict, int | None]:
+def decode_located(message: str | bytes | bytearray, span: tuple[int, int] | None = None,
+                   ) -> tuple[str, dict, int | None]:
     """``decode``, plus the offset in ``message`` of the data URL's first character
-    when it was spliced out (``data["data"]`` is then a view of exactly that URL), else None."""
+    when it was spliced out (``data["data"]`` is then a view of exactly that URL), else None.
+    ``span``: where its quotes are, from the ``UploadStream`` that read ``message`` (saves two searches)."""
     if len(message) == _CHECK_LEN and not isinstance(message, str):
         m = _CHECK_RE.fullmatch(message)
         if m is not None:  # the commonest message, spelled as every client spells it: no JSON parser needed
             return CHECK_AUDIO, {"cacheKey": m.group(1).decode()}, None
     if len(message) > SPLICE_OVER and not isinstance(message, str):
-        spliced = _splice(message)
+        spliced = _splice(message, span)
         if spliced is not None:
             return spliced
     try:
@@ -95,11 +98,14 @@ def decode_located(message: str | bytes | bytearray) -> tuple[str, dict, int | N
     return event, data, None
 
 
-def _splice(message: bytes | bytearray) -> tuple[str, dict, int] | None:
-    start = message.find(b'"data:')
-    end = message.find(b'"', start + 1) if start >= 0 else -1
-    if end < 0 or message.find(b"\\", start, end) >= 0:
-        return None
+def _splice(message: bytes | bytearray, span: tuple[int, int] | None = None) -> tuple[str, dict, int] | None:
+    if span is not None:
+        start, end = span
+    else:
+        start = message.find(b'"data:')
+        end = message.find(b'"', start + 1) if start >= 0 else -1
+        if end < 0 or message.find(b"\\", start, end) >= 0:
+            return None
     try:
         obj = json.loads(b"".join((message[:start], _HOLE, message[end + 1:])))
     except (ValueError, RecursionError):
@@ -447,6 +453,7 @@ class UploadStream:
         self.url = -1  # offset of the data URL's first character
         self.begin = -1  # offset of its first base64 character
         self.pos = -1  # offset of the first character not decoded yet
+        self.scanned = -1  # no closing quote before this offset: each byte is searched once
         self.staged: Staged | None = None
         self.done = False  # reached the closing quote
         self.failed = False
@@ -459,7 +466,8 @@ class UploadStream:
         if self.begin < 0 and not self._find(buf):
             return
         avail = min(len(buf), self.pos + budget)
-        quote = buf.find(b'"', self.pos, avail)
+        quote = buf.find(b'"', max(self.pos, self.scanned), avail)
+        self.scanned = avail
         if quote >= 0:
             stop, final = quote, True
             if (stop - self.begin) % 4:
@@ -475,7 +483,7 @@ class UploadStream:
                 if not final and piece[-1] == _PAD:
                     raise ValueError("padding before the end")
                 if stop > self.pos:
-                    audio = binascii.a2b_base64(piece, strict_mode=True)
+                    audio = strict_b64decode(piece)
                     if self.staged is None:
                         self.staged = self.store.stage()
                     self.staged.write(audio)
@@ -512,6 +520,18 @@ class UploadStream:
         self.url, self.begin = url, url + begin
         self.pos = self.begin
         return True
+
+    def finish(self, message: bytes | bytearray) -> tuple[int, int] | None:
+        """Once ``message`` is whole: decode what came since the last step (``decode_steps`` would do it
+        next) and tell where the data URL's quotes are, the offsets of the opening and closing ``"`` that
+        ``decode_located`` would otherwise find by searching the whole message twice (~8 ms on 60 MB, after
+        the last byte). None unless this stream read ``message`` up to the closing quote; between the quotes
+        it saw only the URL's head, checked here for a backslash, and base64, which has none."""
+        if self.buf is message:
+            self.step()
+        if self.failed or not self.done or self.buf is not message or b"\\" in message[self.url:self.begin]:
+            return None
+        return self.url - 1, self.pos
 
     def take(self, message: bytes | bytearray, url_at: int | None, b64_len: int) -> StreamedHead | None:
         """The decoded head, if this stream read ``message`` and its data URL starts at ``url_at``
@@ -607,7 +627,7 @@ class Handler:
                 piece = b64[start:start + B64_CHUNK]
                 if start + B64_CHUNK < len(b64) and piece[-1] == _PAD:
                     raise ValueError("padding before the end")  # strict mode sees one chunk, not this
-                staged.write(binascii.a2b_base64(piece, strict_mode=True))
+                staged.write(strict_b64decode(piece))
                 del piece
                 if staged.size > self.max_file_size:
                     raise BadMessage(f"file larger than the {self.max_file_size / 1e6:g} MB limit", key,

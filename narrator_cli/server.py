@@ -613,7 +613,8 @@ class Server:
         try:
             if not message.text:
                 raise protocol.BadMessage("expected a JSON text message")
-            event, data, url_at = protocol.decode_located(message.data)
+            span = stream.finish(message.data) if stream is not None else None  # the stream knows where the URL is
+            event, data, url_at = protocol.decode_located(message.data, span)
             if event == protocol.UPLOAD_AUDIO:
                 key, mime, b64, meta = self.handler.parse_upload(data)
                 head = stream.take(message.data, url_at, len(b64)) if stream is not None else None

@@ -8,22 +8,30 @@ Uploads are single messages of up to ~60 MB, which shapes the design: payload
 is unmasked and validated as each chunk arrives (work per chunk, never a
 re-scan), masking XORs big integers instead of looping over bytes, and a
 message too big is refused from its frame header before any payload is kept.
+
+The ``fast`` extra (``pip install 'narrator-cli[fast]'``) brings C code for the
+two byte loops of an upload, unmasking (``websockets.speedups``) and strict
+base64 (``pybase64``): used when installed, and giving exactly the results of
+the standard-library code, which stays the default and the fallback.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import codecs
 import enum
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Role", "Message", "Ping", "Pong", "Close", "Event", "ProtocolError", "HandshakeError", "Connection",
     "new_key", "accept_key", "server_handshake_response", "client_handshake_request", "parse_server_response",
+    "strict_b64decode", "speedups", "use_speedups", "PURE_ENV",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -94,6 +102,72 @@ def _valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
 
 
+# --- the `fast` extra ------------------------------------------------------------------
+PURE_ENV = "NARRATOR_PURE_WS"  # set (to anything but 0) at start-up: the standard-library paths only
+_pure_only = os.environ.get(PURE_ENV, "") not in ("", "0")
+_loaded = False
+_c_mask: Callable[[Any, bytes], bytes] | None = None
+_c_b64decode: Callable[..., bytes] | None = None
+
+
+def _load_speedups() -> None:
+    """Import the extra's modules, once, at the first use that pays for it: importing ``websockets``
+    costs a command-line client ~40 ms (importlib.metadata), so a small check never loads it."""
+    global _loaded, _c_mask, _c_b64decode
+    _loaded = True
+    if _pure_only:
+        return
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # not installed, or a source build without its C part
+        pass
+    else:
+        _c_mask = apply_mask
+    try:
+        from pybase64 import b64decode
+    except ImportError:
+        pass
+    else:
+        _c_b64decode = b64decode
+
+
+def use_speedups(on: bool) -> bool:
+    """The C paths (when installed) or the standard-library ones from now on, in this process, so the tests
+    run both in one install; returns what was chosen before. ``NARRATOR_PURE_WS=1`` at start-up is
+    ``use_speedups(False)``."""
+    global _pure_only, _loaded, _c_mask, _c_b64decode
+    before = not _pure_only
+    _pure_only, _loaded, _c_mask, _c_b64decode = not on, False, None, None
+    if on:
+        _load_speedups()
+    return before
+
+
+def speedups() -> dict[str, bool]:
+    """Which C paths are in use (loading them if they were not yet): ``{"mask": ..., "base64": ...}``."""
+    if not _loaded:
+        _load_speedups()
+    return {"mask": _c_mask is not None, "base64": _c_b64decode is not None}
+
+
+def strict_b64decode(data: bytes | bytearray | memoryview) -> bytes:
+    """``binascii.a2b_base64(data, strict_mode=True)``, the same bytes or the same ``binascii.Error``.
+
+    pybase64 refuses a strict superset of what the standard library refuses (it
+    also refuses ``=`` after a whole quad, which ``strict_mode`` lets through),
+    and decodes what both accept to the same bytes: so its refusals, rare, are
+    decided again by the standard library, and both paths agree on every input.
+    """
+    if not _loaded:
+        _load_speedups()
+    if _c_b64decode is not None:
+        try:
+            return _c_b64decode(data, validate=True)
+        except ValueError:  # binascii.Error: the standard library decides
+            pass
+    return binascii.a2b_base64(data, strict_mode=True)
+
+
 def _mask(data: bytes | bytearray | memoryview, key: bytes, offset: int = 0,
           keys: dict[tuple[bytes, int], int] | None = None) -> bytes:
     """XOR ``data`` with the 4-byte ``key``, as if ``data`` started ``offset`` bytes into the payload.
@@ -102,6 +176,8 @@ def _mask(data: bytes | bytearray | memoryview, key: bytes, offset: int = 0,
     take seconds on an upload. ``keys`` caches the repeated key as an int per
     (phase, piece size) across the chunks of one frame: socket reads mostly
     have the same size, so most chunks pay one conversion each way, not two.
+    With the ``fast`` extra, C does it (50x faster) for anything but small frames of a client
+    that never sent a large one (so a quick check never pays for importing it).
     """
     n = len(data)
     if not n:
@@ -109,6 +185,10 @@ def _mask(data: bytes | bytearray | memoryview, key: bytes, offset: int = 0,
     shift = offset & 3
     if shift:
         key = key[shift:] + key[:shift]
+    if not _loaded and n >= SMALL_MASK:
+        _load_speedups()
+    if _c_mask is not None:
+        return _c_mask(data, key)
     if n < SMALL_MASK:
         keyed = (key * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "big") ^ int.from_bytes(keyed, "big")).to_bytes(n, "big")
@@ -141,6 +221,8 @@ class Connection:
     """
 
     def __init__(self, role: Role, max_message_size: int | None = None) -> None:
+        if role is Role.SERVER and not _loaded:  # a server unmasks every frame: it pays for the import at once
+            _load_speedups()
         self.role = role
         self.max_message_size = max_message_size
         self._buf = bytearray()  # an incomplete frame header or control frame: never more than 139 bytes

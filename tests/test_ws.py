@@ -26,6 +26,15 @@ from narrator_cli.ws import Close, Connection, HandshakeError, Message, Ping, Po
 KEY4 = b"\x37\xfa\x21\x3d"
 
 
+@pytest.fixture(autouse=True, params=["fast", "pure"])
+def speedups(request):
+    """Every test here runs twice: with the fast extra's C unmasking, and with the standard library's."""
+    before = ws.use_speedups(request.param == "fast")
+    assert ws.speedups()["mask"] is (request.param == "fast"), "the test extra must install websockets' C speedups"
+    yield request.param
+    ws.use_speedups(before)
+
+
 # --- helpers ------------------------------------------------------------------------
 def their_client() -> ClientProtocol:
     return ClientProtocol(parse_uri("ws://localhost/"), state=State.OPEN, max_size=None)
