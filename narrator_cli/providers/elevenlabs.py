@@ -24,7 +24,7 @@ from ..audio import measure_duration
 from ..captions.words import Word, from_characters
 from ..errors import AudioError, ProviderError, UsageError
 from . import Synthesis, audio_format
-from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after
+from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after, tls_context
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_FORMAT = "mp3_44100_128"
@@ -51,7 +51,7 @@ class ElevenLabsProvider(HttpApi):
             base_url=base_url.rstrip("/"),
             headers={"xi-api-key": api_key, "accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max(concurrency, 1) + 2),
+            limits=httpx.Limits(max_connections=max(concurrency, 1) + 2), verify=tls_context(),
         )
 
     def synthesize(self, text: str, voice_id: str, model_id: str) -> Synthesis:

@@ -20,7 +20,7 @@ import httpx
 from ..errors import ProviderError
 from ..motion_canvas import MINIMAX_DEFAULTS, MINIMAX_ENDPOINT
 from . import Synthesis, minimax_format
-from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after
+from .http_api import HttpApi, Retry, checked_host, checked_key, retry_after, tls_context
 
 FORMAT_MIME = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 RETRY_CODES = {1000, 1001, 1002, 1013, 1039}
@@ -58,7 +58,7 @@ class MinimaxProvider(HttpApi):
         self.client = httpx.Client(
             headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max(concurrency, 1) + 2),
+            limits=httpx.Limits(max_connections=max(concurrency, 1) + 2), verify=tls_context(),
         )
 
     def synthesize(self, text: str, voice_id: str, model_id: str, fmt: str | None = None) -> Synthesis:
