@@ -146,7 +146,7 @@ def test_a_refused_key_stops_at_the_account_request(fake, tmp_path):
     proc = speak(fake, *LINES, ELEVENLABS_API_KEY="sk-wrong-key")
     assert proc.returncode == 2
     one_line_error(proc, "API key", "401")
-    assert fake.statuses() == [401] and posts(fake) == []
+    assert fake.statuses() in ([401], [401, 401]) and posts(fake) == []  # the quota and models, asked at once
 
 
 def test_a_key_that_may_not_read_the_account_still_speaks(fake, tmp_path):

@@ -308,7 +308,16 @@ def guard(settings: Any, warn: Callable[[str], None]) -> Callable[[list[tuple[st
         paid = [(provider, line) for provider, line in pairs if provider in PAID]
         if not paid:
             return
-        quota = rates.quota() if any(provider == "elevenlabs" for provider, _ in paid) else None
+        eleven = any(provider == "elevenlabs" for provider, _ in paid)
+        if eleven:  # the models list is needed with the quota (almost always there): both requests at once
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as pool:
+                prices = pool.submit(rates.multipliers)
+                quota = rates.quota()
+                prices.result()
+        else:
+            quota = None
         if rates.quota_error and not rates.quota_error_is_the_providers:
             warn(f"the ElevenLabs quota could not be read ({rates.quota_error}): these lines are not checked "
                  "against it")
