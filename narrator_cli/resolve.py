@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .errors import Interrupted, NarratorError, ProviderAuthError, ProviderUnreachable, UsageError
 from .keys import cache_key
@@ -155,7 +155,7 @@ def _resolve(store: Store, lines: list[Line], results: list[Result | None], firs
 def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Result | None],
               provider_name: str, make_provider: Callable[[], object], concurrency: int,
               notify: Callable[[Result], None], found: dict[str, dict], remote: Remote | None) -> None:
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     from .audio import measure_duration
 
@@ -164,7 +164,9 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
     # UsageError (no API key, ...) stops the run before any call; not needed when the server has it all
     provider = make_provider() if any(lines[i].key not in found for i in todo) else None
 
-    def one(i: int) -> Result:
+    def one(i: int) -> Result | Future[Result]:
+        """The line's audio; what was paid for is then written by ``keep`` on the committer, while this worker
+        goes on to its next request."""
         nonlocal provider
         line = lines[i]
         warnings = results[i].warnings if results[i] else ()
@@ -182,14 +184,20 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
                     provider = provider or make_provider()
             args = (line.text, line.voice_id, line.model_id) + ((line.fmt,) if line.fmt else ())
             synth = provider.synthesize(*args)  # type: ignore[attr-defined]
+        except (UsageError, ProviderAuthError, ProviderUnreachable):  # every further line would fail too
+            raise
+        except NarratorError as exc:
+            return Result(line, "failed", error=str(exc), warnings=warnings)
+        return committer.submit(keep, line, synth, warnings)
+
+    def keep(line: Line, synth: Any, warnings: tuple[str, ...]) -> Result:
+        try:
             duration = measure_duration(synth.audio, synth.mime)
             meta = {"text": line.text, "voiceId": line.voice_id, "modelId": line.model_id,
                     **({"format": line.fmt} if line.fmt else {}), "provider": provider_name, **synth.extra}
             if synth.words:
                 meta["words"] = [w.as_meta() for w in synth.words]
             entry = store.put(line.key, synth.audio, synth.mime, duration, meta)
-        except (UsageError, ProviderAuthError, ProviderUnreachable):  # every further line would fail too
-            raise
         except NarratorError as exc:
             return Result(line, "failed", error=str(exc), warnings=warnings)
         except OSError as exc:
@@ -199,20 +207,28 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
         return Result(line, "generated", entry, warnings=warnings)
 
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
-    pending = {pool.submit(one, i): i for i in todo}
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-commit")
+    pending: dict[Future, int] = {pool.submit(one, i): i for i in todo}
+    commits: set[Future] = set()  # audio paid for, being written: never cancelled
     fatal: NarratorError | None = None
 
     def collect(done: set) -> None:
         nonlocal fatal
         for fut in done:
             i = pending.pop(fut)
+            commits.discard(fut)
             try:
-                results[i] = fut.result()
+                result = fut.result()
             except NarratorError as exc:
                 fatal = fatal or exc
-                results[i] = Result(lines[i], "failed", error=str(exc))
-            if results[i].error != "interrupted":  # type: ignore[union-attr]
-                notify(results[i])  # type: ignore[arg-type]
+                result = Result(lines[i], "failed", error=str(exc))
+            if isinstance(result, Future):  # synthesised: its commit is the line's result
+                pending[result] = i
+                commits.add(result)
+                continue
+            results[i] = result
+            if result.error != "interrupted":
+                notify(result)
 
     try:
         while pending:
@@ -220,7 +236,8 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             collect(done)
             if fatal:
                 for other in pending:
-                    other.cancel()
+                    if other not in commits:
+                        other.cancel()
             for fut in [f for f in pending if f.cancelled()]:
                 i = pending.pop(fut)
                 results[i] = Result(lines[i], "failed", error="skipped after an earlier fatal error")
@@ -235,12 +252,14 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
         for fut in [f for f in pending if f.cancelled()]:  # never started; ``wait`` would not see them end
             del pending[fut]
         try:  # what is in flight was paid for: store it, unless Ctrl-C comes again
-            collect(wait(pending).done)
+            while pending:
+                collect(wait(pending).done)
         except KeyboardInterrupt:
             raise _Abandoned from None
         raise
     finally:
         pool.shutdown(wait=not stop.is_set())
+        committer.shutdown(wait=not stop.is_set())
         if provider is not None and not stop.is_set():
             provider.close()  # type: ignore[attr-defined]
 
