@@ -150,8 +150,9 @@ def test_a_refused_key_stops_at_the_account_request(fake, tmp_path):
 
 
 def test_a_key_that_may_not_read_the_account_still_speaks(fake, tmp_path):
-    fake.script(error(401, "missing_permissions",
-                      "The API key you used is missing the permission user_read to execute this operation."))
+    refused = error(401, "missing_permissions",
+                    "The API key you used is missing the permission user_read to execute this operation.")
+    fake.script(refused, refused)  # the quota and the models list, asked at once
     proc = speak(fake, LINES[0])
     assert proc.returncode == 0, proc.stderr
     assert "quota could not be read" in proc.stderr and "missing the permission user_read" in proc.stderr

@@ -217,14 +217,21 @@ def upload_raw(b64: bytes) -> bytes:
             b'"mimeType":"audio/mpeg","data":"data:audio/mpeg;base64,' + b64 + b'"}}')
 
 
-def decode_upload(root: Path, raw: bytes, piece: int) -> tuple:
-    """The server's upload path up to the stored bytes: streamed while it arrives, the rest after."""
-    handler = Handler(Index(Store(root)), max_file_size=8 << 20)
-    buf = bytearray()
+def streamed(handler: Handler, buf: bytearray, raw: bytes, piece: int):  # type: ignore[no-untyped-def]
+    """``raw`` fed into ``buf`` a read of ``piece`` bytes at a time, the upload stream stepped after each, as the
+    server does; the stream."""
     stream = handler.upload_stream(buf)
     for start in range(0, len(raw), piece):
         buf += raw[start:start + piece]
         stream.step()
+    return stream
+
+
+def decode_upload(root: Path, raw: bytes, piece: int) -> tuple:
+    """The server's upload path up to the stored bytes: streamed while it arrives, the rest after."""
+    handler = Handler(Index(Store(root)), max_file_size=8 << 20)
+    buf = bytearray()
+    stream = streamed(handler, buf, raw, piece)
     try:
         event, data, url_at = protocol.decode_located(buf, stream.finish(buf))
         key, mime, b64, meta = handler.parse_upload(data)
@@ -280,10 +287,7 @@ def test_a_streamed_upload_is_searched_for_its_closing_quote_once(tmp_path, piec
     raw = upload_raw(GOOD)
     handler = Handler(Index(Store(tmp_path)), max_file_size=8 << 20)
     buf = SearchedBuffer()
-    stream = handler.upload_stream(buf)
-    for start in range(0, len(raw), piece):
-        buf += raw[start:start + piece]
-        stream.step()
+    stream = streamed(handler, buf, raw, piece)
     span = stream.finish(buf)
     assert span == (raw.index(b'"data:'), len(raw) - 3)
     event, data, url_at = protocol.decode_located(buf, span)
