@@ -71,6 +71,7 @@ class Options:
     storage: Any = None  # a storage.bucket.Bucket behind the folder (``--storage``), or None
     tls_cert: str | None = None  # PEM certificate chain: serve https:// and wss:// on the same port
     tls_key: str | None = None  # its private key (PEM); None: in tls_cert
+    flush_every: float = protocol.TOUCH_EVERY  # hits and uses only memory knows reach the disk at least this often
 
 
 class Log:
@@ -170,6 +171,7 @@ class Server:
         self.handler.on_mismatch = lambda message, key: self.log("mismatch", message, cacheKey=key)
         self.server: asyncio.Server | None = None
         self.uploads: set[asyncio.Task] = set()
+        self._flusher: asyncio.Task | None = None
         self.connections: set[asyncio.Task] = set()
         self._good_hosts: set[str] = set()
         self._heads: dict[str, tuple[dict, str, list[tuple[str, str]], bytes]] = {}  # key -> (meta, _audio_heads)
@@ -198,8 +200,19 @@ class Server:
             except BaseException:
                 self.server.close()
                 raise
+        self._flusher = asyncio.create_task(self._flush_every(self.options.flush_every))
         host, port = self.server.sockets[0].getsockname()[:2]
         return host, port
+
+    async def _flush_every(self, seconds: float) -> None:
+        """Writes what only memory knows (hits, uses) on a timer too: otherwise it waits for the next request
+        after a minute, so an idle server that is killed hard would lose it."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                self.index.flush()
+            except (OSError, NarratorError) as exc:  # tried again at the next tick; serving goes on
+                self.log("error", f"cannot record hits and uses: {getattr(exc, 'strerror', None) or exc}")
 
     async def run(self, announce: Callable[[str], None] | None = None, signalled: list[int] | None = None) -> None:
         """Serve until SIGINT or SIGTERM, both a normal stop. ``announce(url)`` runs once the socket is bound;
@@ -226,6 +239,8 @@ class Server:
         """Stop accepting, let uploads finish (their writes are atomic either way), close the rest."""
         if self.server:
             self.server.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self.uploads:
             await asyncio.wait(self.uploads, timeout=grace)
         for task in list(self.connections):

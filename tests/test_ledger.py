@@ -14,7 +14,7 @@ import pytest
 import serve_process
 from audio_fixtures import make_wav
 from test_serve_cli import wait_for_lock_waiter
-from test_server import client, get, recv, send
+from test_server import client, get, recv, running, send
 from unprivileged import as_user
 
 from narrator_cli import protocol
@@ -244,6 +244,22 @@ def test_the_server_counts_check_hits_and_keeps_them_across_a_restart(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert log_hits(store.root) == {a: 7, b: 3}
+
+
+def test_an_idle_server_writes_its_hits_on_a_timer(tmp_path):
+    """Hits counted in memory reach the log on the server's timer, with no further request and no shutdown: an
+    idle server killed hard then loses at most one interval of them."""
+    import time
+
+    key = paid(Store(tmp_path / "cache"), "Hit, then nothing.", RACHEL, FLASH, 5)
+    with running(tmp_path, flush_every=0.2) as s:
+        with client(s.url) as ws:
+            send(ws, protocol.CHECK_AUDIO, cacheKey=key)
+            assert recv(ws)[0] == protocol.AUDIO_EXISTS
+        deadline = time.monotonic() + 10
+        while not (s.store.root / HITS_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log_hits(s.store.root) == {key: 1}  # written while the server runs on, idle
 
 
 def test_a_busy_server_appends_its_hits_without_waiting_for_shutdown(tmp_path, monkeypatch):
