@@ -137,9 +137,11 @@ def _resolve(store: Store, lines: list[Line], results: list[Result | None], firs
                 results[i] = Result(line, "pending", warnings=(warning,))
     if todo:
         found = remote.check([lines[i] for i in todo]) if remote and not force else {}
+        paying = [lines[i] for i in todo if lines[i].key not in found]
         if before_paying is not None:
-            before_paying([lines[i] for i in todo if lines[i].key not in found])
-        _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify, found, remote)
+            before_paying(paying)
+        _generate(store, lines, todo, results, provider_name, make_provider, concurrency, notify, found, remote,
+                  before_paying, paying)
     for i, line in enumerate(lines):
         if results[i] is None:
             owner = results[first[line.key]]
@@ -154,7 +156,10 @@ def _resolve(store: Store, lines: list[Line], results: list[Result | None], firs
 
 def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Result | None],
               provider_name: str, make_provider: Callable[[], object], concurrency: int,
-              notify: Callable[[Result], None], found: dict[str, dict], remote: Remote | None) -> None:
+              notify: Callable[[Result], None], found: dict[str, dict], remote: Remote | None,
+              before_paying: Callable[[list[Line]], None] | None = None, paying: list[Line] | None = None) -> None:
+    """``paying``: the lines ``before_paying`` agreed to; a line the server held but could not deliver joins
+    them, and the whole is put to it again before that line is paid for."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     from .audio import measure_duration
@@ -176,6 +181,16 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
             entry = remote.download(found[line.key])
             if entry is not None:
                 return Result(line, "server", entry, warnings=warnings)
+            if before_paying is not None:  # not agreed to yet: the budget counts it with everything else
+                with provider_lock:
+                    agreed = paying if paying is not None else []
+                    try:
+                        before_paying([*agreed, line])
+                    except UsageError as exc:  # over the budget or the quota: this line alone is not paid for
+                        why = getattr(exc, "reason", str(exc))
+                        return Result(line, "failed", error=f"the team server could not deliver it, and {why}",
+                                      warnings=warnings)
+                    agreed.append(line)
         try:
             if stop.is_set():
                 return Result(line, "failed", error="interrupted", warnings=warnings)

@@ -335,3 +335,38 @@ def test_scan_budget_counts_the_whole_scan(fake, project, tmp_path):
     ok = narrator("speak", "--scan", "--max-characters", str(total), cwd=project, env=eleven(fake))
     assert ok.returncode == 0, ok.stderr
     assert len(posts(fake)) == scan["byProvider"]["elevenlabs"]["lines"]
+
+
+# --- a line the team server holds but cannot deliver ---------------------------------------------------------
+def test_a_line_the_server_cannot_deliver_is_held_to_the_budget_with_the_rest(fake, tmp_path):
+    """The server says it holds the line, its download fails (the bytes do not match their hash), and generating
+    it instead would pass the budget with the lines already agreed to: that line is not paid for; the others are."""
+    from serve_process import start_serve
+
+    from narrator_cli.store import Store
+
+    proc, url = start_serve("--audio-path", str(tmp_path / "served"), cwd=tmp_path, drain=True)
+    try:
+        alice, bob = tmp_path / "alice", tmp_path / "bob"
+        alice.mkdir(), bob.mkdir()
+        assert speak(fake, LINES[0], cwd=alice, NARRATOR_SERVER=url).returncode == 0  # paid once, on the server
+        served = Store(tmp_path / "served").get(cache_key(LINES[0], VOICE, FLASH))
+        data = bytearray(served.path.read_bytes())
+        data[-100] ^= 0xFF  # same size, other bytes: the download is refused by its hash
+        served.path.write_bytes(bytes(data))
+        before = len(posts(fake))
+        budget = flash(LINES[2])  # enough for the new line, not for the one the server fails to deliver as well
+        r = speak(fake, "--json", "--max-characters", str(budget), LINES[0], LINES[2], cwd=bob, NARRATOR_SERVER=url)
+        statuses = {json.loads(line)["text"]: json.loads(line) for line in r.stdout.splitlines()}
+        assert r.returncode == 1, r.stderr
+        assert statuses[LINES[2]]["status"] == "generated"
+        assert statuses[LINES[0]]["status"] == "failed" and "over the budget" in statuses[LINES[0]]["error"]
+        assert "could not deliver" in statuses[LINES[0]]["error"]
+        assert len(posts(fake)) == before + 1  # only the line the budget agreed to
+        r = speak(fake, "--json", "--max-characters", str(budget + flash(LINES[0])), LINES[0], cwd=bob,
+                  NARRATOR_SERVER=url)
+        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "generated", r.stderr  # within it: paid
+        assert len(posts(fake)) == before + 2
+    finally:
+        proc.kill()
+        proc.wait(10)

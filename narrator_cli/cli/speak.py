@@ -184,7 +184,11 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
 
     guards: list = []  # the budget's guard, made when there is something to pay for (a hit imports none of it)
 
+    asked: list[bool] = []  # the batch was put to the guard: a later call is a line the server could not deliver
+
     def before_paying(todo: list) -> None:
+        again = bool(asked)
+        asked.append(True)
         if todo:
             provider = make_provider()
             try:
@@ -194,7 +198,8 @@ def speak_lines(settings: Any, lines: list, force: bool, no_server: bool, as_jso
                     guards.append(estimate.guard(settings, warn))
                 guards[0]([(name, line) for line in todo])
             except BaseException:
-                provider.close()  # refused: resolve never gets to use (and close) it
+                if not again:
+                    provider.close()  # refused before the batch: resolve never gets to use (and close) it
                 raise
 
     if not as_json and len(lines) > 1 and sys.stderr.isatty():

@@ -22,7 +22,12 @@ STATUSES = ("cached", "server", "generate", "repeat", "unavailable")
 
 class OverBudget(UsageError):
     """A batch refused before any paid request: its estimate exceeds the budget or the quota left.
-    Exit 2, as for a setting that forbids the work: nothing was attempted, and the fix is a setting or a top-up."""
+    Exit 2, as for a setting that forbids the work: nothing was attempted, and the fix is a setting or a top-up.
+    ``reason``: the why alone, for a refusal that comes when part of the batch is already made."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; nothing was generated")
+        self.reason = reason
 
 
 class Charge(NamedTuple):
@@ -332,13 +337,12 @@ def guard(settings: Any, warn: Callable[[str], None]) -> Callable[[list[tuple[st
         what = _describe(by_provider)
         if budget is not None and total > budget:
             raise OverBudget(f"these lines would bill {about}{total:,} characters ({what}), over the budget of "
-                             f"{budget:,} (--max-characters, NARRATOR_BUDGET or budget in narrator.toml); "
-                             "nothing was generated")
+                             f"{budget:,} (--max-characters, NARRATOR_BUDGET or budget in narrator.toml)")
         eleven = by_provider.get("elevenlabs", {}).get("billed", 0)
         if quota is not None and eleven > quota.left:
             raise OverBudget(f"these lines would bill {about}{eleven:,} ElevenLabs characters, more than the "
                              f"{quota.left:,} left this period ({quota.used:,} of {quota.limit:,} used, tier "
-                             f"{quota.tier}); nothing was generated")
+                             f"{quota.tier})")
 
     return check
 
