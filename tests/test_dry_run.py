@@ -370,3 +370,33 @@ def test_a_line_the_server_cannot_deliver_is_held_to_the_budget_with_the_rest(fa
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_scanned_line_the_server_cannot_deliver_is_held_to_the_scans_budget(fake, project, tmp_path):
+    """``speak --scan``: the whole scan is one batch for the budget, a failed download included."""
+    from serve_process import start_serve
+
+    from narrator_cli.store import Store
+
+    (project / "src" / "scenes" / "details.tsx").unlink()  # no MiniMax (no key here) nor recording
+    proc, url = start_serve("--audio-path", str(tmp_path / "served"), cwd=tmp_path, drain=True)
+    try:
+        env = eleven(fake, NARRATOR_SERVER=url)
+        assert narrator("speak", "--scan", cwd=project, env=env).returncode == 0  # all of it on the server now
+        shutil.rmtree(project / "audio")
+        served = Store(tmp_path / "served")
+        welcome = next(e for e in served.scan().entries if e.meta.get("text") == "Welcome to the show.")
+        data = bytearray(welcome.path.read_bytes())
+        data[-100] ^= 0xFF  # same size, other bytes: its download is refused by its hash
+        welcome.path.write_bytes(bytes(data))
+        before = len(posts(fake))
+        r = narrator("speak", "--scan", "--json", "--max-characters", "0", cwd=project, env=env)
+        by_text = {row["text"]: row for row in map(json.loads, r.stdout.splitlines())}
+        assert r.returncode == 1, r.stderr
+        assert by_text["Welcome to the show."]["status"] == "failed"
+        assert "over the budget of 0" in by_text["Welcome to the show."]["error"]
+        assert {row["status"] for text, row in by_text.items() if text != "Welcome to the show."} == {"server"}
+        assert len(posts(fake)) == before  # nothing paid for
+    finally:
+        proc.kill()
+        proc.wait(10)

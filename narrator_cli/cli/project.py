@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -285,7 +286,22 @@ def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json
     try:
         planned, on_server = estimate.plan(store, [(name, lines, problem) for name, _, lines, problem in groups],
                                            remote, force, use=True)
-        guard([(p.provider, p.line) for p in planned if p.status == "generate"])
+        paying = [(p.provider, p.line) for p in planned if p.status == "generate"]
+        guard(paying)
+        agreed = {(provider, line.key) for provider, line in paying}
+
+        def before_paying(name: str) -> Callable[[list], None]:
+            """A line the server held but could not deliver is put to the guard with all the scan agreed to."""
+
+            def check(todo: list) -> None:
+                new = [(name, line) for line in todo if (name, line.key) not in agreed]
+                if new:
+                    guard(paying + new)
+                    paying.extend(new)
+                    agreed.update((name, line.key) for _, line in new)
+
+            return check
+
         checked = _Checked(remote, on_server) if remote else None
         for name, narrations, lines, problem in groups:
             params = tuple(narrations[0].narrator.params)
@@ -312,7 +328,8 @@ def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json
             done = len(results)
             try:
                 core.resolve(store, lines, name, lambda n=name, e=extra: providers.load(n, e),
-                             int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), checked)
+                             int(settings.get("concurrency")), force, lambda r, n=name: report(r, n), checked,
+                             before_paying(name))
             except (UsageError, ProviderAuthError) as exc:  # this provider's lines only: the others go on
                 fatal = fatal or exc
                 reported = {r.line.key for r in results[done:]}
