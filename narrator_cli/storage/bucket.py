@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..errors import NarratorError, UsageError
@@ -28,7 +29,6 @@ META_SUFFIX = ".meta.json"
 STALE_ORPHAN = 600.0  # an audio object without metadata this old belongs to a writer that died
 _AUDIO_NAME = re.compile(r"([0-9a-f]{8})\.(mp3|wav|ogg|webm)")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_MISSING = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired",
            "AuthorizationHeaderMalformed", "InvalidClientTokenId", "AccountProblem", "AllAccessDisabled"}
 _UNAVAILABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
@@ -60,9 +60,8 @@ class Corrupt(StorageError):
 class Bucket:
     """One bucket and prefix; thread-safe (boto3 clients are), so a queue thread and the CLI can share it."""
 
-    def __init__(self, client: Any, name: str, prefix: str = "", reads: SignedReads | None = None) -> None:
-        self.client, self.name, self.prefix = client, name, prefix.strip("/")
-        self.reads = reads or SignedReads(client, HEAD_WORKERS * 2, None, False)
+    def __init__(self, client: Any, name: str, prefix: str, reads: SignedReads) -> None:
+        self.client, self.name, self.prefix, self.reads = client, name, prefix.strip("/"), reads
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -245,15 +244,20 @@ class Bucket:
         raise _refused(reply, self.url)
 
     def _head(self, name: str) -> dict | None:
-        try:
-            return self.client.head_object(Bucket=self.name, Key=name)
-        except Exception as exc:  # noqa: BLE001
-            code = _code(exc)
-            if code in _MISSING:
-                return None
-            if code in ("403", "AccessDenied"):  # a HEAD's 403 has no body: a GET tells a missing key from bad keys
-                return {} if self._get_range(name) else None
-            raise _translate(exc, self.url) from None
+        """``Metadata`` (``sha256``) and ``LastModified`` of ``name``; {} when it is there but a policy hides
+        them, None when it is not there."""
+        reply = self._read("HEAD", name)
+        if reply.status == 200:
+            try:
+                modified = parsedate_to_datetime(reply.headers.get("last-modified", ""))
+            except (TypeError, ValueError):  # none, or not a date: its age is unknown (0, see _age)
+                modified = None
+            return {"Metadata": {"sha256": reply.headers.get("x-amz-meta-sha256")}, "LastModified": modified}
+        if reply.status == 404:
+            return None
+        if reply.status == 403:  # a HEAD's 403 has no body: a GET tells a missing key from bad credentials
+            return {} if self._get_range(name) else None
+        raise _refused(reply, self.url)
 
     def _get_range(self, name: str) -> bool:
         """Whether ``name`` is there, by a one-byte GET (its refusal, unlike a HEAD's, says why)."""
@@ -265,15 +269,7 @@ class Bucket:
         raise _refused(reply, self.url)
 
     def _exists(self, key: str) -> bool:
-        name = self.object_name(key + META_SUFFIX)
-        reply = self._read("HEAD", name)
-        if reply.status == 200:
-            return True
-        if reply.status == 404:
-            return False
-        if reply.status == 403:
-            return self._get_range(name)
-        raise _refused(reply, self.url)
+        return self._head(self.object_name(key + META_SUFFIX)) is not None
 
     def _create(self, name: str, body: bytes, mime: str, metadata: dict[str, str]) -> bool:
         """Put unless the object exists: False when it does (PreconditionFailed, or a 409 of a race)."""

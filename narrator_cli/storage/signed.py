@@ -20,12 +20,13 @@ _CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 
 
 class Reply:
-    """What a read got back: the status, the body (empty for a HEAD) and S3's error code if it sent one."""
+    """What a read got back: the status, the headers (case-insensitive), the body (empty for a HEAD) and S3's
+    error code if it sent one."""
 
-    __slots__ = ("status", "body", "code")
+    __slots__ = ("body", "code", "headers", "status")
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status, self.body = status, body
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
         found = _CODE.search(body[:4096]) if status >= 300 else None
         self.code = found.group(1).decode() if found else ""
 
@@ -86,4 +87,4 @@ class SignedReads:
             response = self.pool.request(method, url, headers=headers, preload_content=True)
         except self._errors as exc:
             raise TransportError(type(exc).__name__, untrusted(exc)) from None
-        return Reply(response.status, response.data or b"")
+        return Reply(response.status, response.headers, response.data or b"")
