@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..store import MIME_EXT, Entry, Store
+from ..audio import SUFFIX_MIME
+from ..store import Entry, Store
 from .bucket import Bucket, Corrupt, StorageError, Unavailable
 
 QUEUE_SIZE = 10_000
@@ -61,8 +62,7 @@ class Tier:
         if found is None:
             return None
         meta, audio = found
-        ext = meta["fileName"].rpartition(".")[2]  # one of MIME_EXT's: the bucket checked the name
-        mime = next(m for m, e in MIME_EXT.items() if e == ext)
+        mime = SUFFIX_MIME["." + meta["fileName"].rpartition(".")[2]]  # the bucket checked the name's type
         duration = meta.get("duration")
         duration = float(duration) if isinstance(duration, (int, float)) and duration >= 0 else 0.0
         record = self.store.record(key, mime, duration, len(audio), meta["sha256"], meta)
