@@ -288,17 +288,16 @@ def speak_found(settings: Any, found: Any, force: bool, no_server: bool, as_json
                                            remote, force, use=True)
         paying = [(p.provider, p.line) for p in planned if p.status == "generate"]
         guard(paying)
-        agreed = {(provider, line.key) for provider, line in paying}
 
         def before_paying(name: str) -> Callable[[list], None]:
             """A line the server held but could not deliver is put to the guard with all the scan agreed to."""
 
             def check(todo: list) -> None:
+                agreed = {(provider, line.key) for provider, line in paying}
                 new = [(name, line) for line in todo if (name, line.key) not in agreed]
                 if new:
                     guard(paying + new)
                     paying.extend(new)
-                    agreed.update((name, line.key) for _, line in new)
 
             return check
 
