@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fake_elevenlabs import FakeElevenLabs, error, refused_url
+from test_elevenlabs import assert_one_line_error as one_line_error
 
 from narrator_cli.keys import cache_key
 
@@ -49,14 +50,6 @@ def rows(proc) -> tuple[list[dict], dict]:
     objs = [json.loads(line) for line in proc.stdout.split("\n") if line]
     assert objs and set(objs[-1]) == {"summary"}, proc.stdout
     return objs[:-1], objs[-1]["summary"]
-
-
-def one_line_error(proc, *needles: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("narrator: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(root: Path) -> dict:

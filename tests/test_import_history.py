@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fake_elevenlabs import FakeElevenLabs, refused_url, server_error, success, system_busy
 from serve_process import CLI, start_serve
+from test_elevenlabs import assert_one_line_error as one_line_error
 
 from narrator_cli import motion_canvas as mc
 from narrator_cli.costs import history as core
@@ -53,15 +54,6 @@ def page_requests(fake) -> list[dict]:
 
 def store(tmp_path) -> Store:
     return Store(tmp_path / "audio-cache")
-
-
-def one_line_error(proc, *needles: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("narrator: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --- keys and metadata -------------------------------------------------------------------------
