@@ -157,7 +157,7 @@ def _resolve(store: Store, lines: list[Line], results: list[Result | None], firs
 def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Result | None],
               provider_name: str, make_provider: Callable[[], object], concurrency: int,
               notify: Callable[[Result], None], found: dict[str, dict], remote: Remote | None,
-              before_paying: Callable[[list[Line]], None] | None = None, paying: list[Line] | None = None) -> None:
+              before_paying: Callable[[list[Line]], None] | None, paying: list[Line]) -> None:
     """``paying``: the lines ``before_paying`` agreed to; a line the server held but could not deliver joins
     them, and the whole is put to it again before that line is paid for."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -183,14 +183,13 @@ def _generate(store: Store, lines: list[Line], todo: list[int], results: list[Re
                 return Result(line, "server", entry, warnings=warnings)
             if before_paying is not None:  # not agreed to yet: the budget counts it with everything else
                 with provider_lock:
-                    agreed = paying if paying is not None else []
                     try:
-                        before_paying([*agreed, line])
+                        before_paying([*paying, line])
                     except UsageError as exc:  # over the budget or the quota: this line alone is not paid for
                         why = getattr(exc, "reason", str(exc))
                         return Result(line, "failed", error=f"the team server could not deliver it, and {why}",
                                       warnings=warnings)
-                    agreed.append(line)
+                    paying.append(line)
         try:
             if stop.is_set():
                 return Result(line, "failed", error="interrupted", warnings=warnings)
