@@ -643,7 +643,7 @@ class Server:
             if event == protocol.CHECK_AUDIO:
                 hit = '"narrator:audio-exists"' in reply[:48]
                 if not hit and self.tier is not None:  # answered once the bucket has been asked
-                    task = asyncio.create_task(self._read_through(conn, writer, event, data, reply))
+                    task = asyncio.create_task(self._read_through(conn, writer, data, reply))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     return
@@ -698,8 +698,7 @@ class Server:
                 writer.write(conn.data_to_send())
                 await writer.drain()
 
-    async def _read_through(self, conn: ws.Connection, writer: asyncio.StreamWriter, event: str, data: dict,
-                            miss: str) -> None:
+    async def _read_through(self, conn: ws.Connection, writer: asyncio.StreamWriter, data: dict, miss: str) -> None:
         """A check the folder misses: the bucket's entry, verified, answers it; one fetch per key however many
         ask at once. The answer goes as soon as the entry is verified, while its copy is committed to the
         folder (an audio request meanwhile waits for that commit). The event loop never waits on the bucket."""
@@ -741,10 +740,11 @@ class Server:
 
         def landed(done: asyncio.Future) -> None:
             self._fetching.pop(key, None)
-            exc = None if done.cancelled() else done.exception()
-            if exc is None and not done.cancelled():
+            if done.cancelled():
+                return
+            if (exc := done.exception()) is None:
                 self.index.add(done.result())
-            elif exc is not None:
+            else:
                 why = getattr(exc, "strerror", None) or exc
                 self.log("error", f"read-through {key}: cannot keep it in the folder: {why}", cacheKey=key)
 
